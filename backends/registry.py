@@ -1,0 +1,25 @@
+"""Protocol name -> backend class, looked up (like fsspec's registry), imported lazily.
+
+Adding a store is one module in this package and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from backends.base import StorageBackend
+
+_REGISTRY: dict[str, str] = {
+    "file": "backends.local:LocalBackend",
+}
+
+
+def known_protocols() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def backend_class(protocol: str) -> type[StorageBackend]:
+    """The class registered for ``protocol``; KeyError names the unknown protocol."""
+    module_name, _, class_name = _REGISTRY[protocol].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)

@@ -1,0 +1,125 @@
+"""``docproxy``: serve, check-config, and the embedded default's ``documents`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
+from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(config_path(args.config))
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    path = config_path(args.config)
+    settings = load_settings(path)  # refuse a bad config before uvicorn starts
+    # Workers re-create the app from the environment, so the config path travels there.
+    os.environ[CONFIG_ENV] = str(Path(path).resolve())
+    uvicorn.run(
+        "proxy.app:app_from_environment",
+        factory=True,
+        host=args.host or settings.server.host,
+        port=args.port if args.port is not None else settings.server.port,
+        workers=args.workers or settings.server.workers,
+        log_level=settings.server.log_level,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    backends = ", ".join(f"{b.name} ({b.protocol})" for b in settings.storage.backends)
+    print(f"{settings.source}: OK (backends: {backends}; default: {settings.storage.default})")
+    return 0
+
+
+def documents_add(args: argparse.Namespace) -> int:
+    document_id = add_file(
+        _settings(args),
+        Path(args.path),
+        document_id=args.id,
+        name=args.name,
+        type_=args.type,
+        group=args.group,
+    )
+    print(document_id)
+    return 0
+
+
+def documents_add_url(args: argparse.Namespace) -> int:
+    print(add_url(_settings(args), args.url, document_id=args.id, name=args.name))
+    return 0
+
+
+def documents_list(args: argparse.Namespace) -> int:
+    rows = list_documents(_settings(args))
+    print("id\tname\ttype\tgroup\tsize\tfile_path\turl")
+    for d in rows:
+        cells = (d.id, d.name, d.type, d.group, d.size, d.file_path, d.url)
+        print("\t".join("" if c is None else str(c) for c in cells))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", help=f"config file (default: ${CONFIG_ENV}, else ./config.yaml)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", parents=[common], help="start the service")
+    run.add_argument("--host", help="listen address (default: server.host)")
+    run.add_argument("--port", type=int, help="listen port (default: server.port)")
+    run.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    run.set_defaults(handler=serve)
+
+    check = commands.add_parser("check-config", parents=[common], help="validate the config")
+    check.set_defaults(handler=check_config)
+
+    docs = commands.add_parser("documents", help="manage the embedded default catalog")
+    doc_commands = docs.add_subparsers(dest="documents_command", required=True)
+    add = doc_commands.add_parser("add", parents=[common], help="copy a file in and register it")
+    add.add_argument("path")
+    add.add_argument("--id", help="document id (default: a new UUID)")
+    add.add_argument("--name", help="file name clients see (default: the file's name)")
+    add.add_argument("--type", help="MIME type or kind, e.g. application/pdf or PDF")
+    add.add_argument("--group", help="tenant group that may download it")
+    add.set_defaults(handler=documents_add)
+    add_link = doc_commands.add_parser(
+        "add-url", parents=[common], help="register a URL-based document (no file)"
+    )
+    add_link.add_argument("url")
+    add_link.add_argument("--id")
+    add_link.add_argument("--name")
+    add_link.set_defaults(handler=documents_add_url)
+    listing = doc_commands.add_parser("list", parents=[common], help="list documents")
+    listing.set_defaults(handler=documents_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print("docproxy: the config is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except EmbeddedError as exc:
+        print(f"docproxy: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Which MIME type a document is served as, and which extension its filename should carry."""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+
+OCTET_STREAM = "application/octet-stream"
+
+# The OS's /etc/mime.types differs between machines and Python's own table lacks some office
+# types, so the types the seed promises are registered here and never depend on the host.
+_KNOWN_TYPES = {
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".doc": "application/msword",
+    ".txt": "text/plain",
+    ".csv": "text/csv",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".json": "application/json",
+    ".zip": "application/zip",
+}
+# The extension to add for a type, where mimetypes would pick an odd one (".jpe" for JPEG).
+_PREFERRED_EXTENSION = {
+    "image/jpeg": ".jpg",
+    "text/plain": ".txt",
+    "application/pdf": ".pdf",
+}
+for _ext, _type in _KNOWN_TYPES.items():
+    mimetypes.add_type(_type, _ext)
+
+# What libmagic says of formats that are containers of another: a DOCX is a ZIP to it.
+_GENERIC_SNIFFS = {OCTET_STREAM, "application/zip", "text/plain", "application/x-empty"}
+
+
+def type_from_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    ext = posixpath.splitext(name)[1].lower()
+    if not ext:
+        return None
+    return _KNOWN_TYPES.get(ext) or mimetypes.types_map.get(ext)
+
+
+def type_from_column(value: str | None) -> str | None:
+    """The catalog's type column holds a MIME type (``application/pdf``) or a kind (``PDF``)."""
+    if not value:
+        return None
+    value = value.strip().lower()
+    if "/" in value:
+        return value.split(";", 1)[0].strip() or None
+    return type_from_name(f"x.{value.lstrip('.')}")
+
+
+def sniff(head: bytes) -> str | None:
+    """libmagic's verdict on the first bytes, or None when libmagic is unavailable."""
+    if not head:
+        return None
+    try:
+        import magic
+
+        found = magic.from_buffer(head, mime=True)
+    except Exception:  # libmagic missing or confused: sniffing is only a tie-breaker
+        return None
+    return found or None
+
+
+def choose_type(by_name: str | None, by_column: str | None, sniffed: str | None) -> str:
+    """Extension, then type column; the first bytes settle a disagreement or an absence."""
+    if by_name and by_column:
+        if by_name == by_column:
+            return by_name
+        if sniffed in (by_name, by_column):
+            return sniffed
+        return by_name
+    if by_name or by_column:
+        return by_name or by_column or OCTET_STREAM
+    if sniffed and sniffed not in ("application/x-empty",):
+        return sniffed
+    return OCTET_STREAM
+
+
+def needs_sniff(by_name: str | None, by_column: str | None) -> bool:
+    return (by_name is None and by_column is None) or (
+        by_name is not None and by_column is not None and by_name != by_column
+    )
+
+
+def extension_for(content_type: str) -> str | None:
+    if content_type in _PREFERRED_EXTENSION:
+        return _PREFERRED_EXTENSION[content_type]
+    for ext, known in _KNOWN_TYPES.items():
+        if known == content_type:
+            return ext
+    return mimetypes.guess_extension(content_type)

@@ -1,0 +1,50 @@
+"""``Content-Disposition`` that no filename can break (RFC 6266, RFC 8187)."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+from urllib.parse import quote
+
+from proxy.content_type import extension_for
+
+# RFC 8187 attr-char: what may stand unescaped in filename*.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+_UNSAFE_IN_QUOTED = re.compile(r'[^\x20-\x7e]|["\\]')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_NAME = 200
+
+
+def clean_filename(name: str) -> str:
+    """The name a client should save as: no path, no control characters, never empty."""
+    name = _CONTROL.sub("", name.replace("\\", "/"))
+    name = posixpath.basename(name).strip().strip(".") or ""
+    if len(name) > _MAX_NAME:
+        stem, ext = posixpath.splitext(name)
+        name = stem[: _MAX_NAME - len(ext)] + ext
+    return name or "download"
+
+
+def with_extension(name: str, content_type: str) -> str:
+    """Add the type's extension when the name has none (``report`` -> ``report.pdf``)."""
+    if posixpath.splitext(name)[1]:
+        return name
+    ext = extension_for(content_type)
+    return f"{name}{ext}" if ext else name
+
+
+def ascii_fallback(name: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", name)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _UNSAFE_IN_QUOTED.sub("_", stripped)
+
+
+def content_disposition(name: str, disposition: str = "attachment") -> str:
+    """``attachment; filename="..."`` plus ``filename*`` whenever the plain form lost anything."""
+    name = clean_filename(name)
+    fallback = ascii_fallback(name)
+    header = f'{disposition}; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe=_ATTR_CHARS)}"
+    return header

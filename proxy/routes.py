@@ -1,0 +1,122 @@
+"""The HTTP endpoints: parse, call the service, answer. Errors are raised, never built here."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.auth import Caller, TokenAuthority, TokenRequest, bearer_token
+from proxy.envelope import ok
+from proxy.errors import DocumentIdRequired, DownloadFailed, InvalidRequest, PresignFailed
+from proxy.requests import document_id_from, json_object, optional_string, required_string
+from proxy.service import DocumentService, ResolvedDocument
+from proxy.streaming import DownloadResponse, StreamStats
+
+
+class Endpoints:
+    def __init__(
+        self,
+        tokens: TokenAuthority,
+        documents: DocumentService,
+        stats: StreamStats,
+        cache_control: str,
+        public_url: str | None,
+    ) -> None:
+        self.tokens = tokens
+        self.documents = documents
+        self.stats = stats
+        self.cache_control = cache_control
+        self.public_url = public_url
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/generate-client-auth-token", self.generate_token, methods=["POST"]),
+            Route("/download", self.presign, methods=["POST"]),
+            Route("/download", self.missing_id, methods=["GET", "HEAD"]),
+            Route("/download/", self.missing_id, methods=["GET", "HEAD"]),
+            Route("/download/{document_id:path}", self.download, methods=["GET", "HEAD"]),
+            Route("/links/{document_id:path}", self.download_link, methods=["GET", "HEAD"]),
+            Route("/healthz", self.health, methods=["GET"]),
+        ]
+
+    def caller(self, request: Request) -> Caller:
+        return self.tokens.verify(bearer_token(request.headers.get("authorization")))
+
+    async def generate_token(self, request: Request) -> Response:
+        body = await json_object(request)
+        if body is None:
+            raise InvalidRequest("client_id is required")
+        user = body.get("user")
+        if user is None:
+            user = {}
+        if not isinstance(user, dict):
+            raise InvalidRequest("user must be a JSON object")
+        token_request = TokenRequest(
+            client_id=required_string(body, "client_id"),
+            client_secret=required_string(body, "client_secret"),
+            fingerprint=optional_string(body, "fingerprint"),
+            first_name=optional_string(user, "first_name", "user.first_name"),
+            last_name=optional_string(user, "last_name", "user.last_name"),
+            email=optional_string(user, "email", "user.email"),
+            group_name=optional_string(user, "group_name", "user.group_name"),
+        )
+        return ok({"access_token": self.tokens.issue(token_request)})
+
+    async def presign(self, request: Request) -> Response:
+        caller = self.caller(request)  # the token is checked before anything else
+        body = await json_object(request)
+        document_id = document_id_from((body or {}).get("document_id"))
+        resolved = await self.documents.resolve_document(document_id, caller, failure=PresignFailed)
+        base_url = self.public_url or str(request.base_url)
+        return ok({"download_url": await self.documents.presign(resolved, base_url)})
+
+    async def missing_id(self, request: Request) -> Response:
+        self.caller(request)
+        raise DocumentIdRequired()
+
+    async def download(self, request: Request) -> Response:
+        caller = self.caller(request)
+        document_id = document_id_from(request.path_params["document_id"])
+        resolved = await self.documents.resolve_document(
+            document_id, caller, failure=DownloadFailed
+        )
+        return self.send(resolved)
+
+    async def download_link(self, request: Request) -> Response:
+        document_id = request.path_params["document_id"]
+        self.documents.links.verify(
+            document_id, request.query_params.get("expires"), request.query_params.get("signature")
+        )
+        resolved = await self.documents.resolve_document(
+            document_id_from(document_id), None, failure=DownloadFailed
+        )
+        return self.send(resolved)
+
+    def send(self, resolved: ResolvedDocument) -> Response:
+        size = resolved.info.size
+        headers = {
+            "content-type": resolved.content_type,
+            "content-disposition": resolved.content_disposition,
+            "content-length": str(size),
+            "cache-control": self.cache_control,
+            "x-content-type-options": "nosniff",
+        }
+        return DownloadResponse(
+            self.documents.stream(resolved, 0, size),
+            status_code=200,
+            headers=headers,
+            stats=self.stats,
+            label=repr(resolved.document.id),
+        )
+
+    async def health(self, request: Request) -> Response:
+        return ok(
+            {
+                "status": "ok",
+                "open_streams": self.stats.open_streams,
+                "completed": self.stats.completed,
+                "aborted": self.stats.aborted,
+                "bytes_sent": self.stats.bytes_sent,
+            }
+        )

@@ -1,0 +1,172 @@
+"""From a document id to what can be sent: catalog, tenant rule, storage, headers.
+
+Nothing here knows HTTP requests; it raises the typed errors of ``proxy.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from backends.base import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    PresignRequest,
+    StorageBackend,
+    StorageError,
+)
+from backends.routing import StorageRouter
+from proxy.auth import Caller
+from proxy.catalog import Catalog, CatalogError, Document
+from proxy.config import DownloadConfig
+from proxy.content_type import (
+    choose_type,
+    needs_sniff,
+    sniff,
+    type_from_column,
+    type_from_name,
+)
+from proxy.disposition import clean_filename, content_disposition, with_extension
+from proxy.errors import (
+    DocproxyError,
+    DocumentHasNoFilePath,
+    DocumentNotFound,
+    PresignFailed,
+)
+from proxy.links import LinkSigner
+
+logger = logging.getLogger("docproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedDocument:
+    """A document that exists, may be served to this caller, and whose object is in the store."""
+
+    document: Document
+    backend: StorageBackend
+    key: str
+    info: ObjectInfo
+    filename: str
+    content_type: str
+    content_disposition: str
+
+
+class DocumentService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        router: StorageRouter,
+        links: LinkSigner,
+        download: DownloadConfig,
+    ) -> None:
+        self.catalog = catalog
+        self.router = router
+        self.links = links
+        self.download = download
+
+    async def resolve_document(
+        self, document_id: str, caller: Caller | None, *, failure: type[DocproxyError]
+    ) -> ResolvedDocument:
+        """Look the document up and check everything short of sending bytes.
+
+        ``caller`` is None for the proxy's own signed links: the caller was checked when the
+        link was made. ``failure`` is the seed's 500 for the endpoint asking.
+        """
+        document = await self._lookup(document_id, failure)
+        if document is None or document.deleted:
+            raise DocumentNotFound()
+        if caller is not None and not self._tenant_may_read(caller, document):
+            # 437, not 403: another tenant must not learn that the id exists.
+            logger.info(
+                "document %r refused to client %r: group %r is not the token's %r",
+                document_id,
+                caller.client_id,
+                document.group,
+                caller.group_name,
+            )
+            raise DocumentNotFound()
+        if not document.file_path:
+            raise DocumentHasNoFilePath()
+        try:
+            backend, key = self.router.locate(document.file_path)
+            info = await backend.stat(key)
+        except InvalidKey as exc:
+            logger.warning("document %r has a refused file path: %s", document_id, exc)
+            raise DocumentNotFound() from exc
+        except ObjectNotFound as exc:
+            logger.warning("document %r: object %s is missing from the store", document_id, exc)
+            raise DocumentNotFound() from exc
+        except StorageError as exc:
+            logger.error("document %r: storage failed on stat: %s", document_id, exc)
+            raise failure() from exc
+        content_type = await self._content_type(document, backend, key, info, failure)
+        filename = with_extension(
+            clean_filename(document.name or posixpath.basename(document.file_path)), content_type
+        )
+        return ResolvedDocument(
+            document=document,
+            backend=backend,
+            key=key,
+            info=info,
+            filename=filename,
+            content_type=content_type,
+            content_disposition=content_disposition(filename),
+        )
+
+    def _tenant_may_read(self, caller: Caller, document: Document) -> bool:
+        if not self.catalog.tenant_rule or document.group is None:
+            return True
+        return caller.group_name == document.group
+
+    async def _lookup(self, document_id: str, failure: type[DocproxyError]) -> Document | None:
+        try:
+            return await self.catalog.get(document_id)
+        except CatalogError as exc:
+            logger.error("catalog lookup of %r failed: %s", document_id, exc)
+            raise failure() from exc
+
+    async def _content_type(
+        self,
+        document: Document,
+        backend: StorageBackend,
+        key: str,
+        info: ObjectInfo,
+        failure: type[DocproxyError],
+    ) -> str:
+        by_name = type_from_name(document.name) or type_from_name(document.file_path)
+        by_column = type_from_column(document.type)
+        sniffed = None
+        if needs_sniff(by_name, by_column) and self.download.sniff_bytes and info.size:
+            head = b""
+            try:
+                async for chunk in backend.stream_range(
+                    key, 0, min(info.size, self.download.sniff_bytes)
+                ):
+                    head += chunk
+            except StorageError as exc:
+                logger.error("document %r: storage failed on sniff: %s", document.id, exc)
+                raise failure() from exc
+            sniffed = sniff(head)
+        return choose_type(by_name, by_column, sniffed)
+
+    async def presign(self, resolved: ResolvedDocument, proxy_base_url: str) -> str:
+        """The store's own presigned URL, or the proxy's signed link when the store cannot sign."""
+        request = PresignRequest(
+            key=resolved.key,
+            expires_in=self.links.ttl,
+            filename=resolved.filename,
+            content_disposition=resolved.content_disposition,
+            content_type=resolved.content_type,
+        )
+        try:
+            url = await resolved.backend.presign(request)
+        except StorageError as exc:
+            logger.error("presign of %r failed: %s", resolved.document.id, exc)
+            raise PresignFailed() from exc
+        return url or self.links.sign(proxy_base_url, resolved.document.id)
+
+    def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
+        return resolved.backend.stream_range(resolved.key, start, end)

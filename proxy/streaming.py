@@ -1,0 +1,105 @@
+"""Sending a body from storage: bounded chunks, backpressure, and an honest end.
+
+Backpressure comes from awaiting ``send``: uvicorn pauses us while the socket buffer is full,
+so at most a couple of chunks per connection are ever in memory. A storage fault after the
+headers went out must not look like a clean end of body, so it aborts the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from backends.base import StorageError
+
+logger = logging.getLogger("docproxy")
+
+
+@dataclass
+class StreamStats:
+    """Counters of this process's downloads, for /healthz and for the tests."""
+
+    open_streams: int = 0
+    completed: int = 0
+    aborted: int = 0
+    bytes_sent: int = 0
+
+
+class DownloadAborted(Exception):
+    """Raised out of the ASGI app so the server drops the connection mid-body."""
+
+
+class DownloadResponse(Response):
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        stats: StreamStats,
+        label: str,
+    ) -> None:
+        self.chunks = chunks
+        self.status_code = status_code
+        self.background = None
+        self.stats = stats
+        self.label = label
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        self.stats.open_streams += 1
+        self._sent = 0
+        self._failure: StorageError | None = None
+        outcome = "aborted by client"
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch_disconnect)
+                if await self._pump(send):
+                    outcome = "complete"
+                elif self._failure is not None:
+                    outcome = "aborted by storage"
+                group.cancel_scope.cancel()
+        finally:
+            self.stats.open_streams -= 1
+            self.stats.bytes_sent += self._sent
+            if outcome == "complete":
+                self.stats.completed += 1
+            else:
+                self.stats.aborted += 1
+            logger.info("download %s %s: %d bytes sent", self.label, outcome, self._sent)
+        if self._failure is not None:
+            raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+
+    async def _pump(self, send: Send) -> bool:
+        """Send every chunk; False (with ``_failure`` set) when the store failed on the way."""
+        try:
+            async with aclosing(self.chunks) as chunks:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    self._sent += len(chunk)
+        except StorageError as exc:
+            logger.error(
+                "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc
+            )
+            self._failure = exc
+            return False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
