@@ -70,11 +70,13 @@ def documents_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = f"config file (default: ${CONFIG_ENV}, else ./config.yaml)"
     parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)
+    parser.add_argument("--config", help=config_help)
+    # Accepted after the command too; SUPPRESS keeps a subcommand from erasing a value given
+    # before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", help=f"config file (default: ${CONFIG_ENV}, else ./config.yaml)"
-    )
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", parents=[common], help="start the service")
