@@ -14,8 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.harness import REPO, free_port
 
@@ -294,3 +298,38 @@ def write_service_account_key(path: Path) -> None:
             }
         )
     )
+
+
+def start_store(kind: str, workdir: Path) -> Store:
+    """Start a store of ``kind``; an absent program fails in CI and skips elsewhere."""
+    from tests.conftest import require_server
+
+    store = STORES[kind](workdir)
+    try:
+        return store.start()
+    except ServerUnavailable as exc:
+        require_server(store.label, str(exc))
+        raise
+
+
+def new_bucket(store: Store) -> str:
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    store.create_bucket(bucket)
+    return bucket
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Store]]:
+    """Each kind of store started once for the session, on first use, stopped at the end."""
+    started: dict[str, Store] = {}
+    workdir = tmp_path_factory.mktemp("stores")
+
+    class Lazy(dict):
+        def __missing__(self, kind: str) -> Store:
+            started[kind] = start_store(kind, workdir / kind)
+            self[kind] = started[kind]
+            return started[kind]
+
+    yield Lazy()
+    for store in started.values():
+        store.stop()

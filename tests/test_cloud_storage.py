@@ -8,7 +8,6 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -21,44 +20,17 @@ from tests.cloud_servers import (
     S3_KEY,
     S3_REGION,
     S3_SECRET,
-    STORES,
     Azurite,
     FakeGCS,
     MotoS3,
-    ServerUnavailable,
     Store,
+    new_bucket,
+    start_store,
 )
-from tests.conftest import require_server
 from tests.harness import assert_envelope
 
 PDF_DISPOSITION = 'attachment; filename="Quarterly report.pdf"'
 TTL = 900
-
-
-def start_store(kind: str, workdir: Path) -> Store:
-    store = STORES[kind](workdir)
-    try:
-        return store.start()
-    except ServerUnavailable as exc:
-        require_server(store.label, str(exc))
-        raise
-
-
-@pytest.fixture(scope="session")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Store]]:
-    """Each kind started once for the session, on first use."""
-    started: dict[str, Store] = {}
-    workdir = tmp_path_factory.mktemp("stores")
-
-    class Lazy(dict):
-        def __missing__(self, kind: str) -> Store:
-            started[kind] = start_store(kind, workdir / kind)
-            self[kind] = started[kind]
-            return started[kind]
-
-    yield Lazy()
-    for store in started.values():
-        store.stop()
 
 
 @pytest.fixture(params=["s3", "gcs", "az"])
@@ -97,12 +69,6 @@ class Catalog:
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     return Catalog(tmp_path / "operator.db")
-
-
-def new_bucket(store: Store) -> str:
-    bucket = f"b-{uuid.uuid4().hex[:12]}"
-    store.create_bucket(bucket)
-    return bucket
 
 
 def serve(make_service, catalog: Catalog, backends: dict[str, dict], stores: list[Store], **kw):
@@ -383,6 +349,7 @@ def test_large_object_streams_with_flat_memory(make_service, catalog, store):
     digest = hashlib.sha256()
     received = 0
     highest = baseline
+    started = time.monotonic()
     with httpx.stream(
         "GET", f"{service.base_url}/download/{document_id}", headers=headers, timeout=120
     ) as response:
@@ -392,6 +359,8 @@ def test_large_object_streams_with_flat_memory(make_service, catalog, store):
             received += len(chunk)
             if received % (16 * 1024 * 1024) < len(chunk):
                 highest = max(highest, service.memory_kib()[0])
+    elapsed = time.monotonic() - started
+    print(f"{store.label}: 200 MiB in {elapsed:.2f}s, RSS {baseline} -> max {highest} KiB")
     assert received == size
     assert digest.hexdigest() == expected
     # A whole object would add 200 MiB; a few chunks in flight stay far below this.
