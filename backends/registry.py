@@ -11,6 +11,10 @@ from backends.base import StorageBackend
 
 _REGISTRY: dict[str, str] = {
     "file": "backends.local:LocalBackend",
+    "s3": "backends.s3:S3Backend",
+    "gcs": "backends.gcs:GCSBackend",
+    "az": "backends.azure:AzureBackend",
+    "memory": "backends.memory:MemoryBackend",
 }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cloud_servers import stores  # noqa: F401 - session fixture: moto, GCS emulator, Azurite
 from tests.harness import Service, base_config, merge, write_config
 
 # Must be set before anything imports gcsfs: otherwise gcsfs probes each bucket over gRPC and

@@ -1,0 +1,200 @@
+"""The cloud backends in-process: config errors with key paths, and ranged reads of any span."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from backends.base import InvalidKey, ObjectNotFound, StorageError
+from backends.fsspec_common import FsspecBackend
+from backends.memory import MemoryBackend
+from backends.options import Section
+from backends.registry import backend_class
+from backends.routing import StorageRouter
+from proxy.config import ConfigError, parse_settings
+from tests.cloud_servers import Store, new_bucket
+from tests.harness import base_config, merge
+
+
+def problems(tmp_path: Path, backends: dict) -> list[str]:
+    config = merge(base_config(tmp_path), {"storage": {"backends": backends}})
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(config)
+    return caught.value.problems
+
+
+def test_config_names_each_bad_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("DOCPROXY_UNSET_VARIABLE", raising=False)
+    found = problems(
+        tmp_path,
+        {
+            "s3": {"protocol": "s3", "key_env": "DOCPROXY_UNSET_VARIABLE", "regoin": "x"},
+            "gcs": {"protocol": "gcs", "bucket": "b", "chunk_size": "lots"},
+            "az": {"protocol": "az", "container": "c", "account_name": "acct"},
+            "mem": {"protocol": "memory", "bucket": "m/n", "presign": "sometimes"},
+            "web": {"protocol": "http"},
+        },
+    )
+    expected = [
+        "storage.backends.s3.bucket: required",
+        "storage.backends.s3.key_env: environment variable DOCPROXY_UNSET_VARIABLE is not set",
+        "storage.backends.s3.secret_env: required together with key_env and secret_env",
+        "storage.backends.s3.regoin: unknown key",
+        "storage.backends.gcs.chunk_size: must be a byte size such as 1048576 or '1MiB' "
+        "(got 'lots')",
+        "storage.backends.gcs.service_account_file: required to presign natively (V4 signing "
+        "needs a service-account key); or set presign: proxy",
+        "storage.backends.az.account_key_env: required to presign natively (a service SAS is "
+        "signed with the account key); give account_key_env or connection_string_env, or set "
+        "presign: proxy",
+        "storage.backends.mem.bucket: must be a bare name without '/' (got 'm/n')",
+        "storage.backends.mem.presign: must be one of native, proxy (got 'sometimes')",
+    ]
+    for problem in expected:
+        assert problem in found, (problem, found)
+    assert any(p.startswith("storage.backends.web.protocol: must be one of") for p in found)
+
+
+def test_config_accepts_proxy_presigning_without_keys(tmp_path):
+    config = merge(
+        base_config(tmp_path),
+        {
+            "storage": {
+                "backends": {
+                    "gcs": {"protocol": "gcs", "bucket": "b", "presign": "proxy"},
+                    "az": {
+                        "protocol": "az",
+                        "container": "c",
+                        "account_name": "a",
+                        "presign": "proxy",
+                    },
+                    "s3": {"protocol": "s3", "bucket": "b", "prefix": "/in/here/"},
+                }
+            }
+        },
+    )
+    settings = parse_settings(config)
+    s3 = next(b for b in settings.storage.backends if b.name == "s3")
+    assert s3.options.store.prefix == "in/here"
+    assert s3.options.key is None  # botocore's default chain
+
+
+def test_gcs_key_file_is_checked(tmp_path):
+    bad = tmp_path / "key.json"
+    bad.write_text('{"type": "authorized_user"}')
+    found = problems(
+        tmp_path, {"gcs": {"protocol": "gcs", "bucket": "b", "service_account_file": str(bad)}}
+    )
+    prefix = f"storage.backends.gcs.service_account_file: {str(bad)!r}"
+    assert f"{prefix} is not a service-account key (type must be service_account)" in found
+
+
+def memory_backend(chunk_size: int = 4096, prefix: str = "") -> MemoryBackend:
+    errors: list[str] = []
+    raw = {"bucket": f"m{os.getpid()}", "chunk_size": chunk_size, "prefix": prefix}
+    options = MemoryBackend.parse_options(Section(raw, "memory", errors))
+    assert errors == []
+    return MemoryBackend("mem", options)
+
+
+async def collect(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    data = b""
+    async for chunk in chunks:
+        assert 0 < len(chunk) <= limit
+        data += chunk
+    return data
+
+
+SPANS = [
+    (0, 0),
+    (0, 1),
+    (0, 4096),
+    (1, 4097),
+    (4095, 4097),
+    (100, 20_000),
+    (0, 20_011),
+    (20_010, 20_011),
+]
+
+
+async def test_memory_backend_reads_any_span():
+    backend = memory_backend(prefix="docs")
+    await backend.open()
+    body = os.urandom(20_011)
+    key = backend.key_for("a/b.bin")
+    backend.fs.sync_fs.pipe_file(backend._path(key), body)
+    assert (await backend.stat(key)).size == len(body)
+    for start, end in SPANS:
+        assert await collect(backend.stream_range(key, start, end), 4096) == body[start:end]
+    with pytest.raises(StorageError, match="bytes early"):
+        await collect(backend.stream_range(key, 0, len(body) + 10), 4096)
+    with pytest.raises(ObjectNotFound):
+        await backend.stat(backend.key_for("nope"))
+    await backend.close()
+
+
+class ShortReads(MemoryBackend):
+    """A store that answers every ranged read with at most 1000 bytes, as networks may."""
+
+    async def _read(self, key: str, start: int, end: int) -> bytes:
+        return (await super()._read(key, start, end))[:1000]
+
+
+async def test_short_reads_are_not_the_end():
+    backend = ShortReads("short", memory_backend().options)
+    await backend.open()
+    body = os.urandom(10_000)
+    backend.fs.sync_fs.pipe_file(backend._path("x"), body)
+    assert await collect(backend.stream_range("x", 5, 9_999), 1000) == body[5:9_999]
+    await backend.close()
+
+
+async def test_abandoned_stream_cancels_its_read_ahead():
+    backend = memory_backend()
+    await backend.open()
+    backend.fs.sync_fs.pipe_file(backend._path("y"), os.urandom(50_000))
+    chunks = backend.stream_range("y", 0, 50_000)
+    assert len(await anext(chunks)) == 4096
+    await chunks.aclose()  # the pending read-ahead is cancelled, not leaked
+    await backend.close()
+
+
+def test_routing_by_scheme_and_bucket_refuses_traversal():
+    a, b = memory_backend(prefix="p"), memory_backend()
+    router = StorageRouter({"a": a, "b": b}, "a")
+    assert router.locate("x/y.pdf") == (a, "p/x/y.pdf")
+    assert router.locate(f"memory://{a.store.bucket}/k/v.pdf") == (a, "k/v.pdf")
+    for path in ("../x", "/etc/passwd", f"memory://{a.store.bucket}/../x", "s3://nobody/x"):
+        with pytest.raises(InvalidKey):
+            router.locate(path)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs", "az"])
+async def test_cloud_backend_reads_any_span(stores, kind):
+    store: Store = stores[kind]
+    bucket = new_bucket(store)
+    body = os.urandom(20_011)
+    store.put(bucket, "spans/object.bin", body)
+    os.environ.update(store.env())
+    errors: list[str] = []
+    raw = store.backend(bucket, chunk_size=4096, prefix="spans")
+    section = Section(raw, kind, errors)
+    protocol = section.string("protocol")
+    backend: FsspecBackend = backend_class(protocol).parse_options(section)  # type: ignore[assignment]
+    section.finish()
+    assert errors == []
+    backend = backend_class(protocol)(kind, backend)  # type: ignore[call-arg]
+    await backend.open()
+    try:
+        key = backend.key_for("object.bin")
+        info = await backend.stat(key)
+        assert info.size == len(body) and info.etag and info.modified
+        for start, end in SPANS:
+            assert await collect(backend.stream_range(key, start, end), 4096) == body[start:end]
+        with pytest.raises(ObjectNotFound):
+            await collect(backend.stream_range(backend.key_for("absent.bin"), 0, 10), 4096)
+    finally:
+        await backend.close()
