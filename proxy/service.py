@@ -188,16 +188,15 @@ class DocumentService:
         return url or self.links.sign(proxy_base_url, resolved.document.id)
 
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes ``[start, end)`` of the object: a ranged read, counted when it starts."""
-        chunks = resolved.backend.stream_range(resolved.key, start, end)
-        return self._counted(chunks, partial=(start, end) != (0, resolved.info.size))
+        """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
+        the first chunk is asked for, so a response that never iterates never touches the store."""
+        return self._read(resolved, start, end)
 
-    async def _counted(
-        self, chunks: AsyncIterator[bytes], *, partial: bool
-    ) -> AsyncIterator[bytes]:
+    async def _read(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         self.reads.object_reads += 1
-        if partial:
+        if (start, end) != (0, resolved.info.size):
             self.reads.ranged_reads += 1
+        chunks = resolved.backend.stream_range(resolved.key, start, end)
         async with aclosing(chunks):  # type: ignore[type-var]
             async for chunk in chunks:
                 self.reads.bytes_read += len(chunk)
