@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy import fetch
 from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
 
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_link.set_defaults(handler=documents_add_url)
     listing = doc_commands.add_parser("list", parents=[common], help="list documents")
     listing.set_defaults(handler=documents_list)
+
+    fetch.add_parser(commands)
     return parser
 
 

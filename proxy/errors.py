@@ -75,3 +75,8 @@ class MethodNotAllowed(DocproxyError):
 class RangeNotSatisfiable(DocproxyError):
     status_code = 416
     message = "Requested range not satisfiable"
+
+
+class PreconditionFailed(DocproxyError):
+    status_code = 412
+    message = "Precondition failed"

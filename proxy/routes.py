@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.auth import Caller, TokenAuthority, TokenRequest, bearer_token
+from proxy.conditional import Validators, select_response
 from proxy.envelope import ok
 from proxy.errors import DocumentIdRequired, DownloadFailed, InvalidRequest, PresignFailed
 from proxy.requests import document_id_from, json_object, optional_string, required_string
@@ -81,7 +82,7 @@ class Endpoints:
         resolved = await self.documents.resolve_document(
             document_id, caller, failure=DownloadFailed
         )
-        return self.send(resolved)
+        return self.send(request, resolved)
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
@@ -91,20 +92,33 @@ class Endpoints:
         resolved = await self.documents.resolve_document(
             document_id_from(document_id), None, failure=DownloadFailed
         )
-        return self.send(resolved)
+        return self.send(request, resolved)
 
-    def send(self, resolved: ResolvedDocument) -> Response:
+    def send(self, request: Request, resolved: ResolvedDocument) -> Response:
+        """The whole object (200), one range of it (206) or nothing new (304); HEAD alike."""
         size = resolved.info.size
+        validators = Validators.of(resolved.info)
+        selection = select_response(request.method, request.headers, validators, size)
+        if selection.status == 304:
+            headers = {"cache-control": self.cache_control, **validators.not_modified_headers()}
+            return Response(status_code=304, headers=headers)
         headers = {
             "content-type": resolved.content_type,
             "content-disposition": resolved.content_disposition,
             "content-length": str(size),
             "cache-control": self.cache_control,
             "x-content-type-options": "nosniff",
+            "accept-ranges": "bytes",
+            **validators.headers(),
         }
+        start, stop = 0, size
+        if selection.byte_range is not None:
+            start, stop = selection.byte_range.start, selection.byte_range.stop
+            headers["content-range"] = selection.byte_range.content_range()
+            headers["content-length"] = str(selection.byte_range.length)
         return DownloadResponse(
-            self.documents.stream(resolved, 0, size),
-            status_code=200,
+            self.documents.stream(resolved, start, stop),
+            status_code=selection.status,
             headers=headers,
             stats=self.stats,
             label=repr(resolved.document.id),
@@ -118,5 +132,9 @@ class Endpoints:
                 "completed": self.stats.completed,
                 "aborted": self.stats.aborted,
                 "bytes_sent": self.stats.bytes_sent,
+                "object_reads": self.documents.reads.object_reads,
+                "ranged_reads": self.documents.reads.ranged_reads,
+                "sniff_reads": self.documents.reads.sniff_reads,
+                "bytes_read": self.documents.reads.bytes_read,
             }
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from backends.base import (
@@ -54,6 +55,22 @@ class ResolvedDocument:
     content_disposition: str
 
 
+@dataclass
+class ReadStats:
+    """Reads from storage started by this process, counted in the proxy for every backend.
+
+    ``object_reads`` counts body reads when their iteration starts (so a HEAD or a 304, which
+    never iterate, leave it unchanged); ``ranged_reads`` those of them that are not the whole
+    object; ``sniff_reads`` the first-bytes reads for MIME sniffing; ``bytes_read`` the bytes
+    the stores yielded to body reads.
+    """
+
+    object_reads: int = 0
+    ranged_reads: int = 0
+    sniff_reads: int = 0
+    bytes_read: int = 0
+
+
 class DocumentService:
     def __init__(
         self,
@@ -66,6 +83,7 @@ class DocumentService:
         self.router = router
         self.links = links
         self.download = download
+        self.reads = ReadStats()
 
     async def resolve_document(
         self, document_id: str, caller: Caller | None, *, failure: type[DocproxyError]
@@ -141,6 +159,7 @@ class DocumentService:
         sniffed = None
         if needs_sniff(by_name, by_column) and self.download.sniff_bytes and info.size:
             head = b""
+            self.reads.sniff_reads += 1
             try:
                 async for chunk in backend.stream_range(
                     key, 0, min(info.size, self.download.sniff_bytes)
@@ -169,4 +188,16 @@ class DocumentService:
         return url or self.links.sign(proxy_base_url, resolved.document.id)
 
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
-        return resolved.backend.stream_range(resolved.key, start, end)
+        """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
+        the first chunk is asked for, so a response that never iterates never touches the store."""
+        return self._read(resolved, start, end)
+
+    async def _read(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
+        self.reads.object_reads += 1
+        if (start, end) != (0, resolved.info.size):
+            self.reads.ranged_reads += 1
+        chunks = resolved.backend.stream_range(resolved.key, start, end)
+        async with aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                self.reads.bytes_read += len(chunk)
+                yield chunk
