@@ -1,4 +1,4 @@
-"""Real servers for the tests: docproxy under uvicorn in its own process, on a free loopback port."""
+"""Real servers for tests: docproxy under uvicorn in a child process, on a free loopback port."""
 
 from __future__ import annotations
 
