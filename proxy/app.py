@@ -72,6 +72,9 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # No 307 from /links to /links/ (or /healthz/ to /healthz): an unknown path answers 404
+    # in the envelope like any other.
+    app.router.redirect_slashes = False
     app.state.endpoints = endpoints
     return app
 
