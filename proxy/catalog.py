@@ -144,4 +144,8 @@ class Catalog:
             raise CatalogError(f"{type(exc).__name__}: {exc}") from exc
         if row is None:
             return None
-        return document_from_row(row, self.config.columns, self._aliased)
+        try:
+            return document_from_row(row, self.config.columns, self._aliased)
+        except (ValueError, TypeError, KeyError) as exc:
+            # A row docproxy cannot read (size "abc", a missing alias) is the catalog's fault.
+            raise CatalogError(f"unreadable row for {document_id!r}: {exc}") from exc

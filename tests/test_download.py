@@ -176,6 +176,27 @@ def test_content_type_resolution(service, auth, name, type_, data, content_type,
     assert response.content == data
 
 
+@pytest.mark.parametrize(
+    "type_",
+    ["text/html\r\nX-Injected: 1", "text/html\nX-Injected: 1", "image/png extra", "a/b/c",
+     "/", "text/", "<script>"],
+)  # fmt: skip
+def test_malformed_type_column_is_ignored(service, auth, type_):
+    document_id = f"bad-type-{sha256(type_.encode())[:10]}"
+    add_row(service, document_id, pdf_bytes(), key=document_id, name="scan", type_=type_)
+    response = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth)
+    # As if the column were empty: the first bytes decide.
+    assert_download_headers(response, "application/pdf", "scan.pdf")
+    assert b"x-injected" not in {key.lower() for key, _ in response.headers.raw}
+
+
+def test_type_column_parameters_are_dropped(service, auth):
+    add_row(service, "with-params", b"words\n", key="with-params", name="w",
+            type_="Text/Plain; charset=latin-1")  # fmt: skip
+    response = httpx.get(f"{service.base_url}/download/with-params", headers=auth)
+    assert_download_headers(response, "text/plain", "w.txt")
+
+
 def test_name_falls_back_to_the_stored_file_name(service, auth):
     add_row(service, "no-name", pdf_bytes(), key="deep/folder/stored.pdf")
     response = httpx.get(f"{service.base_url}/download/no-name", headers=auth)

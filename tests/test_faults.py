@@ -132,3 +132,15 @@ def test_file_that_cannot_be_opened(make_service, tmp_path):
     assert "Permission denied" in service.log()
     assert "storage failed before the first byte" in service.log()
     assert "Permission denied" not in got.text
+
+
+def test_unreadable_catalog_row(make_service, tmp_path):
+    """A row the catalog returns but docproxy cannot read (size 'abc') is a database fault."""
+    service = make_service()
+    (tmp_path / "files" / "a.txt").write_bytes(b"a")
+    with sqlite3.connect(tmp_path / "docproxy.db") as connection:
+        connection.execute(
+            "INSERT INTO documents (id, file_path, size) VALUES ('bad-size', 'a.txt', 'abc')"
+        )
+    connection.close()
+    assert_faulted(service, "bad-size", "unreadable row for 'bad-size'")

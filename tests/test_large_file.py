@@ -87,7 +87,7 @@ def test_200_mib_download_is_exact_and_memory_stays_flat(service, auth, record_p
         for chunk in response.iter_raw(MiB):
             digest.update(chunk)
             received += len(chunk)
-    rss_after, hwm = service.memory_kib()
+    _, hwm = service.memory_kib()
     growth = sampler.peak_kib - rss_before
     record_property("server_rss_before_kib", rss_before)
     record_property("server_rss_peak_kib", sampler.peak_kib)
@@ -132,7 +132,9 @@ def test_slow_reader_keeps_memory_flat(service, auth):
                 time.sleep(0.02)
             in_flight = service.health()["open_streams"]
     growth = sampler.peak_kib - rss_before
-    print(f"\nslow reader: {received / MiB:.1f} MiB read, server RSS growth {growth / 1024:.1f} MiB")
+    print(
+        f"\nslow reader: {received / MiB:.1f} MiB read, server RSS growth {growth / 1024:.1f} MiB"
+    )
     assert in_flight == 1
     assert 0 < received < BIG_SIZE // 4  # the reader really was slow
     assert growth < MEMORY_GROWTH_LIMIT_KIB
