@@ -144,3 +144,22 @@ def test_unreadable_catalog_row(make_service, tmp_path):
         )
     connection.close()
     assert_faulted(service, "bad-size", "unreadable row for 'bad-size'")
+
+
+def test_missing_operator_sqlite_file_is_never_created(tmp_path):
+    """docproxy only reads an operator's database: a wrong path stops start-up cleanly."""
+    from tests.harness import Service, base_config, merge, write_config
+
+    absent = tmp_path / "absent.db"
+    config = merge(base_config(tmp_path), {"catalog": {"url": f"sqlite:///{absent}",
+                                                       "embedded": False}})  # fmt: skip
+    service = Service(write_config(tmp_path / "c.yaml", config), tmp_path / "service.log")
+    with pytest.raises(AssertionError, match="docproxy exited at start"):
+        service.start()
+    service.stop()
+    assert not absent.exists()
+    assert (
+        f"docproxy cannot start: CatalogError: sqlite database file '{absent}' does not exist"
+        in (service.log())
+    )
+    assert "Traceback" not in service.log()
