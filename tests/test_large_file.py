@@ -115,6 +115,32 @@ def test_200_mib_through_a_presigned_link(service, auth):
     assert digest.hexdigest() == service.big_sha256
 
 
+def test_parallel_downloads_are_exact_and_memory_stays_flat(service, auth):
+    """Four clients at once on the same 200 MiB file: each byte-exact, memory still bounded."""
+    rss_before, _ = service.memory_kib()
+    digests: list[str] = []
+
+    def download() -> None:
+        digest = hashlib.sha256()
+        with httpx.stream(
+            "GET", f"{service.base_url}/download/big", headers=auth, timeout=60
+        ) as response:
+            for chunk in response.iter_raw(MiB):
+                digest.update(chunk)
+        digests.append(digest.hexdigest())
+
+    with MemorySampler(service) as sampler:
+        threads = [threading.Thread(target=download) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    growth = sampler.peak_kib - rss_before
+    print(f"\n4 parallel 200 MiB GETs: server RSS growth {growth / 1024:.1f} MiB")
+    assert digests == [service.big_sha256] * 4
+    assert growth < MEMORY_GROWTH_LIMIT_KIB
+
+
 def test_slow_reader_keeps_memory_flat(service, auth):
     """A client that reads 64 KiB every 20 ms: backpressure holds the server at a few chunks."""
     rss_before, _ = service.memory_kib()
