@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
@@ -41,6 +43,32 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
 
 
+class StartupFailed(Exception):
+    """The lifespan could not open the catalog or a store; the reason is already logged."""
+
+
+class QuietStartupFailure:
+    """uvicorn prints the lifespan's traceback when start-up fails. docproxy has logged the one
+    line that says why, so that traceback is dropped (the exit status still says it failed)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and StartupFailed.__name__ in (
+                message.get("message") or ""
+            ):
+                message = {**message, "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
+
+
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.server.log_level)
     catalog = Catalog(settings.catalog)
@@ -56,10 +84,14 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if settings.catalog.embedded:
-            ensure_schema(settings)
-        await router.open()
-        await catalog.connect()
+        try:
+            if settings.catalog.embedded:
+                ensure_schema(settings)
+            await router.open()
+            await catalog.connect()
+        except Exception as exc:
+            logger.error("docproxy cannot start: %s: %s", type(exc).__name__, exc)
+            raise StartupFailed(str(exc)) from exc
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield
@@ -69,9 +101,13 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=endpoints.routes(),
+        middleware=[Middleware(QuietStartupFailure)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    # No 307 from /links to /links/ (or /healthz/ to /healthz): an unknown path answers 404
+    # in the envelope like any other.
+    app.router.redirect_slashes = False
     app.state.endpoints = endpoints
     return app
 

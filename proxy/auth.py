@@ -88,7 +88,13 @@ class TokenAuthority:
             "family_name": request.last_name,
         }
         claims.update({k: v for k, v in optional.items() if v is not None})
-        return jwt.encode({"alg": self.config.algorithm, "typ": "JWT"}, claims, self._key)
+        # joserfc only signs with HS384/HS512 when they are named explicitly.
+        return jwt.encode(
+            {"alg": self.config.algorithm, "typ": "JWT"},
+            claims,
+            self._key,
+            algorithms=[self.config.algorithm],
+        )
 
     def verify(self, token: str) -> Caller:
         """The caller a token speaks for; Unauthorized for anything forged, expired or odd."""
@@ -96,6 +102,10 @@ class TokenAuthority:
             # The allow-list is the configured algorithm only: "none" and key-confusion
             # attacks are refused by the library before the signature is even looked at.
             decoded = jwt.decode(token, self._key, algorithms=[self.config.algorithm])
+            if not isinstance(decoded.claims, dict):
+                # A signed payload of [], null or "x" is not a claims set; joserfc's
+                # validator would fail on it with an AttributeError (a 500, not a 403).
+                raise Unauthorized()
             self._claims.validate(decoded.claims)
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise Unauthorized() from exc

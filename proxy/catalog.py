@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,13 @@ class Catalog:
         return self.config.tenant_rule == "on"
 
     async def connect(self) -> None:
+        url = self._database.url
+        if url.dialect == "sqlite" and not self.config.embedded:
+            # SQLite would create a missing file on the first query: docproxy only reads the
+            # operator's database, so a wrong path is a start-up error, not a new empty file.
+            path = url.database or ""
+            if path != ":memory:" and not os.path.isfile(path):
+                raise CatalogError(f"sqlite database file {path!r} does not exist")
         try:
             await self._database.connect()
         except Exception as exc:
@@ -144,4 +152,8 @@ class Catalog:
             raise CatalogError(f"{type(exc).__name__}: {exc}") from exc
         if row is None:
             return None
-        return document_from_row(row, self.config.columns, self._aliased)
+        try:
+            return document_from_row(row, self.config.columns, self._aliased)
+        except (ValueError, TypeError, KeyError) as exc:
+            # A row docproxy cannot read (size "abc", a missing alias) is the catalog's fault.
+            raise CatalogError(f"unreadable row for {document_id!r}: {exc}") from exc

@@ -149,7 +149,15 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from exc
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(
+            [f"{path}: must be a mapping of sections (server, auth, ...), not a "
+             f"{type(raw).__name__}"]
+        )  # fmt: skip
     return parse_settings(raw, source=str(path))
 
 
@@ -338,6 +346,7 @@ def _catalog(s: Section) -> CatalogConfig:
 
 def _storage(s: Section) -> StorageConfig:
     backends: list[BackendConfig] = []
+    problems_before = len(s.errors)
     raw_backends = s.section("backends")
     for name in raw_backends.names():
         entry = raw_backends.section(str(name))
@@ -348,7 +357,7 @@ def _storage(s: Section) -> StorageConfig:
         options = cls.parse_options(entry)
         entry.finish()
         backends.append(BackendConfig(name=str(name), protocol=protocol, options=options))
-    if not backends and not s.errors:
+    if not backends and len(s.errors) == problems_before:
         s.error("backends", "at least one backend is required")
     default = s.string("default", required=True)
     if default is not None and backends and default not in {b.name for b in backends}:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import mimetypes
 import posixpath
+import re
 
 OCTET_STREAM = "application/octet-stream"
+# RFC 9110 type "/" subtype, both tokens (no parameters: they are dropped).
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 # The OS's /etc/mime.types differs between machines and Python's own table lacks some office
 # types, so the types the seed promises are registered here and never depend on the host.
@@ -53,7 +56,10 @@ def type_from_column(value: str | None) -> str | None:
         return None
     value = value.strip().lower()
     if "/" in value:
-        return value.split(";", 1)[0].strip() or None
+        # Only a well-formed type/subtype goes into the header; anything else (CR/LF,
+        # spaces, extra slashes) is ignored as if the column were empty.
+        media_type = value.split(";", 1)[0].strip()
+        return media_type if _MEDIA_TYPE.fullmatch(media_type) else None
     return type_from_name(f"x.{value.lstrip('.')}")
 
 

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-from proxy.content_type import extension_for
+from proxy.content_type import OCTET_STREAM, extension_for, type_from_name
 
 # RFC 8187 attr-char: what may stand unescaped in filename*.
 _ATTR_CHARS = "!#$&+-.^_`|~"
@@ -27,8 +27,12 @@ def clean_filename(name: str) -> str:
 
 
 def with_extension(name: str, content_type: str) -> str:
-    """Add the type's extension when the name has none (``report`` -> ``report.pdf``)."""
-    if posixpath.splitext(name)[1]:
+    """Add the type's extension when the name lacks one (``report`` -> ``report.pdf``).
+
+    A dot alone does not make an extension: ``John.Doe CV`` or ``v1.2`` end in no known type,
+    so they get one too. ``application/octet-stream`` adds nothing (``.bin`` says nothing).
+    """
+    if type_from_name(name) is not None or content_type == OCTET_STREAM:
         return name
     ext = extension_for(content_type)
     return f"{name}{ext}" if ext else name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from urllib.parse import quote, urlencode
 
@@ -12,6 +13,7 @@ from proxy.config import PresignConfig
 from proxy.errors import Unauthorized
 
 LINK_PATH = "/links/"
+_CANONICAL_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 
 
 class LinkSigner:
@@ -38,7 +40,9 @@ class LinkSigner:
         now: float | None = None,
     ) -> None:
         """Raise Unauthorized unless the link is intact and not yet expired."""
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        # Only the canonical decimal the signer wrote: int() would also take "0123" or
+        # non-ASCII digits ("١٢٣"), so an altered link could verify against the same number.
+        if not expires or not signature or not _CANONICAL_EXPIRES.fullmatch(expires):
             raise Unauthorized()
         expected = self._signature(document_id, int(expires))
         if not hmac.compare_digest(expected.encode(), signature.encode()):

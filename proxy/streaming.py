@@ -17,6 +17,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from backends.base import StorageError
+from proxy.envelope import error_response
+from proxy.errors import DownloadFailed
 
 logger = logging.getLogger("docproxy")
 
@@ -53,12 +55,24 @@ class DownloadResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        # The first chunk is read before the headers go out: a store that fails at once
+        # (open refused, I/O error) still gets the seed's 500 instead of a cut 200.
+        try:
+            self._first = await anext(aiter(self.chunks), b"")
+        except StorageError as exc:
+            logger.error("download %s: storage failed before the first byte: %s", self.label, exc)
+            await error_response(DownloadFailed())(scope, receive, send)
+            return
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        if scope.get("method") == "HEAD":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
         self.stats.open_streams += 1
         self._sent = 0
         self._failure: StorageError | None = None
@@ -92,6 +106,12 @@ class DownloadResponse(Response):
         """Send every chunk; False (with ``_failure`` set) when the store failed on the way."""
         try:
             async with aclosing(self.chunks) as chunks:
+                if self._first:
+                    await send(
+                        {"type": "http.response.body", "body": self._first, "more_body": True}
+                    )
+                    self._sent += len(self._first)
+                    self._first = b""
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     self._sent += len(chunk)

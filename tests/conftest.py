@@ -36,3 +36,21 @@ def make_service(tmp_path: Path) -> Iterator:
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def make_module_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Like make_service, but the services live for the whole test module (faster suites)."""
+    started: list[Service] = []
+
+    def start(overrides: dict | None = None, env: dict | None = None) -> Service:
+        workdir = tmp_path_factory.mktemp("service")
+        config = merge(base_config(workdir), overrides or {})
+        path = write_config(workdir / "config.yaml", config)
+        service = Service(path, workdir / "service.log", env=env)
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        service.stop()

@@ -1,0 +1,142 @@
+"""``docproxy documents add|add-url|list`` on the embedded default catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import uuid
+
+import httpx
+import pytest
+
+from tests.harness import assert_envelope, base_config, merge, run_cli, write_config
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / "config.yaml", base_config(tmp_path))
+
+
+def rows(tmp_path) -> list[tuple]:
+    with sqlite3.connect(tmp_path / "docproxy.db") as connection:
+        found = connection.execute(
+            "SELECT id, file_path, document_url, name, type, group_name, size, checksum"
+            " FROM documents ORDER BY id"
+        ).fetchall()
+    connection.close()
+    return found
+
+
+def test_add_copies_the_file_and_prints_a_uuid(config, tmp_path):
+    source = tmp_path / "Quarterly Report.pdf"
+    source.write_bytes(b"%PDF-1.4\nquarterly\n%%EOF\n")
+    result = run_cli(config, "documents", "add", str(source))
+    document_id = result.stdout.strip()
+    assert str(uuid.UUID(document_id)) == document_id
+    [(row_id, file_path, url, name, type_, group, size, checksum)] = rows(tmp_path)
+    assert row_id == document_id
+    assert url is None and type_ is None and group is None
+    assert name == "Quarterly Report.pdf"
+    assert size == len(source.read_bytes())
+    assert checksum == hashlib.sha256(source.read_bytes()).hexdigest()
+    stored = tmp_path / "files" / file_path
+    assert stored.read_bytes() == source.read_bytes()
+    # The store key is docproxy's own; the display name lives only in the catalog.
+    assert "Quarterly" not in file_path and file_path.endswith(".pdf")
+    source.unlink()  # a copy, not a reference
+    assert stored.exists()
+
+
+def test_add_with_every_option(config, tmp_path):
+    source = tmp_path / "raw.bin"
+    source.write_bytes(b"options")
+    result = run_cli(
+        config, "documents", "add", str(source), "--id", "doc-7", "--name", "Résumé",
+        "--type", "PDF", "--group", "acme",
+    )  # fmt: skip
+    assert result.stdout == "doc-7\n"
+    [(row_id, _, _, name, type_, group, _, _)] = rows(tmp_path)
+    assert (row_id, name, type_, group) == ("doc-7", "Résumé", "PDF", "acme")
+
+
+def test_duplicate_id_fails_cleanly_and_leaves_no_stray_file(config, tmp_path):
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"first")
+    run_cli(config, "documents", "add", str(source), "--id", "same")
+    files_before = sorted(p.name for p in (tmp_path / "files").iterdir())
+    source.write_bytes(b"second")
+    result = run_cli(config, "documents", "add", str(source), "--id", "same", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "docproxy: document id 'same' already exists"
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == files_before
+    again = run_cli(config, "documents", "add-url", "https://x.test/", "--id", "same", check=False)
+    assert again.returncode != 0
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_add_of_a_missing_file_fails_cleanly(config, tmp_path):
+    result = run_cli(config, "documents", "add", str(tmp_path / "nope.pdf"), check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"docproxy: {tmp_path / 'nope.pdf'}: not a file"
+    folder = run_cli(config, "documents", "add", str(tmp_path), check=False)
+    assert folder.returncode != 0 and "not a file" in folder.stderr
+
+
+def test_add_url_and_list(config, tmp_path):
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"notes")
+    file_id = run_cli(config, "documents", "add", str(source), "--id", "f1", "--group", "g")
+    url_id = run_cli(
+        config, "documents", "add-url", "https://example.com/a.pdf", "--id", "u1", "--name", "A"
+    )
+    assert (file_id.stdout, url_id.stdout) == ("f1\n", "u1\n")
+    generated = run_cli(config, "documents", "add-url", "https://example.com/b.pdf").stdout
+    uuid.UUID(generated.strip())
+    listing = run_cli(config, "documents", "list").stdout.splitlines()
+    assert listing[0] == "id\tname\ttype\tgroup\tsize\tfile_path\turl"
+    by_id = {line.split("\t")[0]: line.split("\t") for line in listing[1:]}
+    assert set(by_id) == {"f1", "u1", generated.strip()}
+    assert by_id["f1"][1:5] == ["notes.txt", "", "g", "5"]
+    assert by_id["f1"][6] == ""
+    assert by_id["u1"][1] == "A" and by_id["u1"][5] == ""
+    assert by_id["u1"][6] == "https://example.com/a.pdf"
+
+
+def test_list_of_an_empty_catalog(config):
+    assert run_cli(config, "documents", "list").stdout == (
+        "id\tname\ttype\tgroup\tsize\tfile_path\turl\n"
+    )
+
+
+def test_documents_commands_refuse_an_operator_database(tmp_path):
+    config = write_config(
+        tmp_path / "operator.yaml",
+        merge(base_config(tmp_path), {"catalog": {"embedded": False}}),
+    )
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"a")
+    for args in (("add", str(source)), ("add-url", "https://x.test/"), ("list",)):
+        result = run_cli(config, "documents", *args, check=False)
+        assert result.returncode != 0
+        assert "catalog.embedded is false" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_added_documents_are_served(make_service, tmp_path):
+    service = make_service()
+    source = tmp_path / "cv"
+    source.write_bytes(b"%PDF-1.4\ncv\n%%EOF\n")
+    run_cli(
+        service.config_path, "documents", "add", str(source), "--id", "cv", "--name", "My CV",
+        "--type", "application/pdf", "--group", "hr",
+    )  # fmt: skip
+    run_cli(service.config_path, "documents", "add-url", "https://x.test/y", "--id", "link")
+    hr = {"Authorization": f"Bearer {service.token(group='hr')}"}
+    response = httpx.get(f"{service.base_url}/download/cv", headers=hr)
+    assert response.status_code == 200
+    assert response.content == source.read_bytes()
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.headers["content-disposition"] == 'attachment; filename="My CV.pdf"'
+    response = httpx.get(f"{service.base_url}/download/link", headers=hr)
+    assert_envelope(response, 435, "Document has no file path")
