@@ -59,7 +59,8 @@ def create_app(settings: Settings) -> Starlette:
         if settings.catalog.embedded:
             ensure_schema(settings)
         await router.open()
-        await catalog.connect()
+        # A wrong mapping refuses to start; a database that is merely down does not.
+        await catalog.open()
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield

@@ -1,14 +1,29 @@
-"""Document metadata from a SQL table through ``databases``: the only module that speaks SQL."""
+"""Document metadata from a SQL table through ``databases``: the only module that speaks SQL.
+
+The catalog reads the operator's own table (or runs their one SELECT) and nothing else:
+PostgreSQL and MySQL sessions are opened read-only and SQLite files in read-only mode, so even a
+mistaken ``catalog.query`` cannot write. The connection is made lazily and re-made after the
+database goes away, so a database that is down at start or restarts later only costs the
+requests made while it is down (500), never a restart of docproxy.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from databases import Database
 
-from proxy.config import CatalogConfig, ColumnMap
+from proxy.config import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
+
+logger = logging.getLogger("docproxy")
 
 FIELDS = (
     "id",
@@ -28,6 +43,18 @@ class CatalogError(Exception):
     """The database failed or refused the query."""
 
 
+class CatalogUnavailable(CatalogError):
+    """The database cannot be reached (down, refusing connections, or timing out)."""
+
+
+class CatalogMismatch(CatalogError):
+    """The live database does not fit the mapping; ``problems`` name each config key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     id: str
@@ -44,13 +71,15 @@ class Document:
 
 def quote_identifier(name: str, dialect: str) -> str:
     """Quote a config-validated identifier (``schema.table`` allowed) for ``dialect``."""
-    quote = "`" if dialect == "mysql" else '"'
-    return ".".join(f"{quote}{part}{quote}" for part in name.split("."))
+    quote_char = "`" if dialect == "mysql" else '"'
+    return ".".join(
+        f"{quote_char}{part.replace(quote_char, quote_char * 2)}{quote_char}"
+        for part in name.split(".")
+    )
 
 
 def dialect_of(url: str) -> str:
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    return {"postgres": "postgresql"}.get(scheme, scheme)
+    return catalog_scheme(url) or url.split(":", 1)[0]
 
 
 def lookup_sql(config: CatalogConfig) -> str:
@@ -68,6 +97,41 @@ def lookup_sql(config: CatalogConfig) -> str:
         f"SELECT {', '.join(selected)} FROM {quote_identifier(config.table, dialect)} "
         f"WHERE {id_column} = :document_id"
     )
+
+
+def probe_sql(config: CatalogConfig) -> str:
+    """One all-NULL row whose keys are the table's (or the query's) column names.
+
+    The outer join on a false condition returns exactly one row on every dialect, so the
+    column names come back through ``databases`` without driver-specific metadata calls.
+    """
+    dialect = dialect_of(config.url)
+    if config.query is not None:
+        source = f"({config.query})"
+    else:
+        source = quote_identifier(config.table, dialect)
+    return f"SELECT probe.* FROM (SELECT 1 AS one) AS anchor LEFT JOIN {source} AS probe ON 1 = 0"
+
+
+def mapping_problems(config: CatalogConfig, available: list[str]) -> list[str]:
+    """Each mapped column missing from ``available``, named by its config key."""
+    dialect = dialect_of(config.url)
+    if config.query is not None:
+        # Result keys are looked up as written, so the names must match exactly.
+        present = set(available)
+        where = "the result of catalog.query"
+        fold: Callable[[str], str] = str
+    else:
+        # PostgreSQL names are case-sensitive once quoted; MySQL and SQLite columns are not.
+        fold = str if dialect == "postgresql" else str.lower
+        present = {fold(name) for name in available}
+        where = f'table "{config.table}"'
+    return [
+        f'catalog.columns.{field}: column "{column}" not found in {where}'
+        f" (it has: {', '.join(available) or 'no columns'})"
+        for field in FIELDS
+        if (column := getattr(config.columns, field)) is not None and fold(column) not in present
+    ]
 
 
 def document_from_row(row: Mapping[str, Any], columns: ColumnMap, aliased: bool) -> Document:
@@ -113,14 +177,151 @@ def _is_deleted(marker: Any) -> bool:
     return True
 
 
+class MetadataCache:
+    """Found rows by id for ``ttl`` seconds, least recently used evicted past ``max_entries``.
+
+    Only rows are cached, never "not found": an application that inserts a document and hands
+    out its id at once must not get 437 for a ttl. A soft-deleted row is a row (cached as
+    deleted). Each worker process has its own cache.
+    """
+
+    def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = config.ttl
+        self.max_entries = config.max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Document]] = OrderedDict()
+
+    def get(self, document_id: str) -> Document | None:
+        entry = self._entries.get(document_id)
+        if entry is None:
+            return None
+        expires, document = entry
+        if self._clock() >= expires:
+            del self._entries[document_id]
+            return None
+        self._entries.move_to_end(document_id)
+        return document
+
+    def put(self, document_id: str, document: Document) -> None:
+        self._entries[document_id] = (self._clock() + self.ttl, document)
+        self._entries.move_to_end(document_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def sqlite_file(url: str) -> str:
+    """``sqlite:///./app.db`` -> ``./app.db``; ``sqlite:////srv/app.db`` -> ``/srv/app.db``."""
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    return rest[1:] if rest.startswith("/") else rest
+
+
+def _database_url(config: CatalogConfig) -> str:
+    """The URL ``databases`` gets: scheme normalised, SQLite opened read-only and never created."""
+    scheme = dialect_of(config.url)
+    rest = config.url.split("://", 1)[1]
+    if scheme != "sqlite":
+        return f"{scheme}://{rest}"
+    options = rest.partition("?")[2]
+    extra = f"&{options}" if options else ""
+    return f"sqlite:///file:{quote(sqlite_file(config.url), safe='/:')}?mode=ro{extra}"
+
+
+def _driver_options(config: CatalogConfig) -> dict[str, Any]:
+    """Pool, timeouts and the read-only session, in each driver's own words."""
+    pool = config.pool
+    dialect = dialect_of(config.url)
+    if dialect == "postgresql":
+        return {
+            "min_size": pool.min_size,
+            "max_size": pool.max_size,
+            "timeout": pool.connect_timeout,
+            "server_settings": {
+                "default_transaction_read_only": "on",
+                "statement_timeout": str(int(pool.query_timeout * 1000)),
+                "application_name": "docproxy",
+            },
+        }
+    if dialect == "mysql":
+        return {
+            "min_size": pool.min_size,
+            "max_size": pool.max_size,
+            "connect_timeout": pool.connect_timeout,
+            "init_command": "SET SESSION TRANSACTION READ ONLY",
+        }
+    return {"uri": True, "timeout": pool.query_timeout}
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` means the connection or server went away, not that the SQL failed."""
+    if isinstance(exc, OSError | ConnectionError | EOFError):
+        return True
+    import asyncpg
+    import pymysql
+
+    if isinstance(
+        exc,
+        asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.OperatorInterventionError,
+    ):
+        return True
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True
+    # 2003 cannot connect, 2006 server has gone away, 2013 lost connection during query.
+    return (
+        isinstance(exc, pymysql.err.OperationalError)
+        and bool(exc.args)
+        and exc.args[0]
+        in (
+            2003,
+            2006,
+            2013,
+            2055,
+        )
+    )
+
+
+def _id_cannot_exist(exc: BaseException) -> bool:
+    """The database refused the id's value for the id column's type: no such document.
+
+    PostgreSQL, unlike MySQL and SQLite, refuses ``'abc'`` for an integer or uuid id column.
+    """
+    if isinstance(exc, UnicodeError):
+        return True
+    import asyncpg
+
+    return type(exc) is asyncpg.DataError or isinstance(
+        exc,
+        asyncpg.InvalidTextRepresentationError
+        | asyncpg.NumericValueOutOfRangeError
+        | asyncpg.CharacterNotInRepertoireError
+        | asyncpg.UntranslatableCharacterError,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
 class Catalog:
-    """Looks documents up by id. Connect once in the lifespan; every call is one query."""
+    """Looks documents up by id over a pool it (re)connects on demand."""
 
     def __init__(self, config: CatalogConfig) -> None:
         self.config = config
-        self._database = Database(config.url)
+        self.dialect = dialect_of(config.url)
         self._sql = lookup_sql(config)
         self._aliased = config.query is None
+        self._database: Database | None = None
+        self._connect_lock = asyncio.Lock()
+        self._retry_after = 0.0
+        self._last_failure = ""
+        self._closing: set[asyncio.Task[None]] = set()
+        self.cache = MetadataCache(config.cache) if config.cache.ttl > 0 else None
 
     @property
     def tenant_rule(self) -> bool:
@@ -128,20 +329,174 @@ class Catalog:
             return self.config.columns.group is not None
         return self.config.tenant_rule == "on"
 
-    async def connect(self) -> None:
+    async def open(self) -> None:
+        """Connect and check the mapping at start.
+
+        A mapping the live database contradicts raises CatalogMismatch (refuse to start); a
+        database that cannot be reached is only logged: requests get 500 until it is back.
+        """
         try:
-            await self._database.connect()
-        except Exception as exc:
-            raise CatalogError(f"cannot connect to the catalog: {exc}") from exc
+            await self._ready_database()
+        except CatalogMismatch:
+            raise
+        except CatalogError as exc:
+            logger.warning(
+                "catalog database unavailable at start (%s); answering 500 until it is back", exc
+            )
+
+    async def connect(self) -> None:
+        """Connect now and check the mapping, raising CatalogUnavailable/CatalogMismatch."""
+        await self._ready_database()
 
     async def disconnect(self) -> None:
-        await self._database.disconnect()
+        database, self._database = self._database, None
+        if database is not None:
+            await self._close(database)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def get(self, document_id: str) -> Document | None:
-        try:
-            row = await self._database.fetch_one(self._sql, {"document_id": document_id})
-        except Exception as exc:
-            raise CatalogError(f"{type(exc).__name__}: {exc}") from exc
+        if self.cache is not None and (cached := self.cache.get(document_id)) is not None:
+            return cached
+        row = await self._fetch(document_id)
         if row is None:
             return None
-        return document_from_row(row, self.config.columns, self._aliased)
+        try:
+            document = document_from_row(row, self.config.columns, self._aliased)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CatalogError(f"unusable row for {document_id!r}: {_describe(exc)}") from exc
+        if self.cache is not None:
+            self.cache.put(document_id, document)
+        return document
+
+    async def _fetch(self, document_id: str) -> Mapping[str, Any] | None:
+        # Two tries: a pooled connection from before a database restart fails once, and the
+        # second try runs on a fresh pool, so the first request after a restart succeeds.
+        for attempt in (1, 2):
+            database, fresh = await self._ready_database()
+            try:
+                return await self._fetch_on(database, document_id)
+            except CatalogError:
+                raise
+            except Exception as exc:
+                if _id_cannot_exist(exc):
+                    logger.debug("catalog: id %r cannot exist: %s", document_id, exc)
+                    return None
+                if not _connection_lost(exc):
+                    raise CatalogError(_describe(exc)) from exc
+                self._discard(database)
+                if fresh or attempt == 2:
+                    raise CatalogUnavailable(f"connection lost: {_describe(exc)}") from exc
+                logger.warning("catalog connection lost (%s); reconnecting", _describe(exc))
+        raise AssertionError("unreachable")
+
+    async def _fetch_on(self, database: Database, document_id: str) -> Mapping[str, Any] | None:
+        timeout = self.config.pool.query_timeout
+        try:
+            async with asyncio.timeout(timeout), database.connection() as connection:
+                try:
+                    return await connection.fetch_one(self._sql, {"document_id": document_id})
+                except asyncio.CancelledError:
+                    # A query cut off mid-reply leaves its connection unusable: drop it.
+                    self._drop_connection(connection.raw_connection)
+                    raise
+        except TimeoutError as exc:
+            raise CatalogError(f"the lookup took longer than {timeout:g}s") from exc
+
+    def _drop_connection(self, raw: Any) -> None:
+        try:
+            if self.dialect == "postgresql":
+                raw.terminate()
+            elif self.dialect == "mysql":
+                raw.close()
+        except Exception as exc:  # already broken: nothing more to release
+            logger.debug("catalog: dropping a timed-out connection failed: %s", exc)
+
+    async def _ready_database(self) -> tuple[Database, bool]:
+        """The connected database, and whether it was connected by this call."""
+        database = self._database
+        if database is not None:
+            return database, False
+        async with self._connect_lock:
+            if self._database is not None:
+                return self._database, False
+            if time.monotonic() < self._retry_after:
+                raise CatalogUnavailable(f"not reconnecting yet; last try: {self._last_failure}")
+            try:
+                database = await self._connect_and_check()
+            except CatalogError as exc:
+                self._retry_after = time.monotonic() + self.config.pool.retry_interval
+                self._last_failure = str(exc)
+                raise
+            self._database = database
+            logger.info("catalog connected (%s)", self.dialect)
+            return database, True
+
+    async def _connect_and_check(self) -> Database:
+        if self.dialect == "sqlite" and not self.config.embedded:
+            path = sqlite_file(self.config.url)
+            if not Path(path).is_file():
+                raise CatalogUnavailable(f"SQLite file {path} does not exist")
+        database = Database(_database_url(self.config), **_driver_options(self.config))
+        timeout = self.config.pool.connect_timeout
+        try:
+            await asyncio.wait_for(database.connect(), timeout)
+        except TimeoutError as exc:
+            raise CatalogUnavailable(f"no connection within {timeout:g}s") from exc
+        except Exception as exc:
+            raise CatalogUnavailable(_describe(exc)) from exc
+        try:
+            await self._check_mapping(database)
+        except BaseException:
+            await self._close(database)
+            raise
+        return database
+
+    async def _check_mapping(self, database: Database) -> None:
+        key = "catalog.query" if self.config.query is not None else "catalog.table"
+        try:
+            async with asyncio.timeout(self.config.pool.query_timeout):
+                values = {"document_id": None} if self.config.query is not None else None
+                row = await database.fetch_one(probe_sql(self.config), values)
+                # keys(), not iteration: a driver's row may iterate over its values.
+                names = row.keys() if row is not None else []
+                available = [str(name) for name in names]
+                problems = mapping_problems(self.config, available)
+                if not problems:
+                    # The real lookup, with an id that matches nothing, must run as well.
+                    await database.fetch_one(self._sql, {"document_id": None})
+        except TimeoutError as exc:
+            raise CatalogUnavailable("checking the mapping timed out") from exc
+        except Exception as exc:
+            if _connection_lost(exc):
+                raise CatalogUnavailable(_describe(exc)) from exc
+            what = "catalog.query" if key == "catalog.query" else f'table "{self.config.table}"'
+            raise CatalogMismatch([f"{key}: the database refused {what}: {exc}"]) from exc
+        if problems:
+            raise CatalogMismatch(problems)
+
+    def _discard(self, database: Database) -> None:
+        """Forget a broken pool now; close it in the background (it may hang on dead sockets)."""
+        if self._database is database:
+            self._database = None
+        task = asyncio.get_running_loop().create_task(self._close(database))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, database: Database) -> None:
+        try:
+            await asyncio.wait_for(database.disconnect(), self.config.pool.connect_timeout)
+        except Exception as exc:
+            logger.debug("catalog: closing a pool failed: %s", exc)
+
+
+async def check_live(config: CatalogConfig) -> None:
+    """Connect once and check the mapping (``docproxy check-config`` and ``serve``).
+
+    Raises CatalogMismatch with every problem, or CatalogUnavailable.
+    """
+    catalog = Catalog(config)
+    try:
+        await catalog.connect()
+    finally:
+        await catalog.disconnect()
