@@ -82,8 +82,17 @@ def dialect_of(url: str) -> str:
     return catalog_scheme(url) or url.split(":", 1)[0]
 
 
-def lookup_sql(config: CatalogConfig) -> str:
-    """The SELECT for one document; the id is always the bound ``:document_id`` parameter."""
+# PostgreSQL id column types compared with the bound text as they are.
+_PG_TEXT_TYPES = ("text", "character varying", "character", "name", "citext")
+
+
+def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
+    """The SELECT for one document; the id is always the bound ``:document_id`` parameter.
+
+    ``id_type`` is the PostgreSQL type of a non-text id column (``bigint``, ``uuid``...): the
+    text id is cast to it in SQL, so the column's index is used and an id of the wrong shape is
+    a data error (no such document) instead of a driver refusing a ``str``.
+    """
     if config.query is not None:
         return config.query
     dialect = dialect_of(config.url)
@@ -93,10 +102,26 @@ def lookup_sql(config: CatalogConfig) -> str:
         if (column := getattr(config.columns, field)) is not None
     ]
     id_column = quote_identifier(config.columns.id, dialect)
+    parameter = ":document_id"
+    if id_type is not None:
+        parameter = f"CAST(CAST(:document_id AS text) AS {id_type})"
     return (
         f"SELECT {', '.join(selected)} FROM {quote_identifier(config.table, dialect)} "
-        f"WHERE {id_column} = :document_id"
+        f"WHERE {id_column} = {parameter}"
     )
+
+
+async def _postgres_id_type(database: Database, config: CatalogConfig) -> str | None:
+    """The id column's type when it is not text-like (read from the catalog, never config)."""
+    row = await database.fetch_one(
+        "SELECT format_type(a.atttypid, a.atttypmod) AS id_type FROM pg_attribute a"
+        " WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = :column",
+        {"table": quote_identifier(config.table, "postgresql"), "column": config.columns.id},
+    )
+    if row is None:
+        return None
+    id_type = str(row["id_type"])
+    return None if id_type.split("(", 1)[0] in _PG_TEXT_TYPES else id_type
 
 
 def probe_sql(config: CatalogConfig) -> str:
@@ -308,6 +333,23 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+class _OneLineErrors(logging.Filter):
+    """asyncpg's pool logs a traceback each time it cannot restore its floor while the database
+    is down; docproxy already logs that outage, so keep it to one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {_describe(record.exc_info[1])}"
+            record.args = ()
+            record.exc_info = None
+        return True
+
+
+_ASYNCPG_POOL_LOG = logging.getLogger("asyncpg.pool")
+if not any(isinstance(f, _OneLineErrors) for f in _ASYNCPG_POOL_LOG.filters):
+    _ASYNCPG_POOL_LOG.addFilter(_OneLineErrors())
+
+
 class Catalog:
     """Looks documents up by id over a pool it (re)connects on demand."""
 
@@ -463,6 +505,9 @@ class Catalog:
                 available = [str(name) for name in names]
                 problems = mapping_problems(self.config, available)
                 if not problems:
+                    if self.dialect == "postgresql" and self.config.query is None:
+                        id_type = await _postgres_id_type(database, self.config)
+                        self._sql = lookup_sql(self.config, id_type)
                     # The real lookup, with an id that matches nothing, must run as well.
                     await database.fetch_one(self._sql, {"document_id": None})
         except TimeoutError as exc:

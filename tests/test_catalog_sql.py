@@ -6,6 +6,7 @@ drives ``docproxy serve`` in a child process, and serves files from the local ba
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -79,16 +80,34 @@ MISSING_IDS = [
 ]
 
 
-@pytest.fixture(params=DIALECTS)
-def scratch(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScratchDatabase]:
-    database = ScratchDatabase(request.param, tmp_path)
+@contextlib.contextmanager
+def scratch_database(dialect: str, workdir: Path) -> Iterator[ScratchDatabase]:
+    database = ScratchDatabase(dialect, workdir)
     if database.admin_url is not None and (why := reachable(database.admin_url)):
-        require_server(f"{request.param} server", why)
+        require_server(f"{dialect} server", why)
     database.create()
     try:
         yield database
     finally:
         database.drop()
+
+
+@pytest.fixture(params=DIALECTS)
+def scratch(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScratchDatabase]:
+    with scratch_database(request.param, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture(params=("postgresql", "mysql"))
+def server_scratch(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ScratchDatabase]:
+    with scratch_database(request.param, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+def pg_scratch(tmp_path: Path) -> Iterator[ScratchDatabase]:
+    with scratch_database("postgresql", tmp_path) as database:
+        yield database
 
 
 def catalog(scratch: ScratchDatabase, **extra: Any) -> dict[str, Any]:
@@ -365,3 +384,105 @@ def test_missing_sqlite_file_is_never_created(make_service, tmp_path):
     assert_envelope(get(service, "doc-1", service.token()), 500, "Failed to download document")
     assert not missing.exists()
     assert not missing.parent.exists()
+
+
+def test_connections_killed_by_the_server_are_replaced(server_scratch, make_service, tmp_path):
+    scratch = server_scratch
+    scratch.run(SCHEMA)
+    add_document(scratch, tmp_path / "files", "doc-1", b"survives")
+    overrides = catalog(scratch, pool={"min_size": 2, "max_size": 2})
+    service = make_service(overrides)
+    token = service.token()
+    assert get(service, "doc-1", token).content == b"survives"
+
+    # Kill only this test's own sessions (its database has a unique name).
+    if scratch.dialect == "postgresql":
+        killed = scratch.run(
+            (
+                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity"
+                " WHERE datname = :db AND pid <> pg_backend_pid()",
+                {"db": scratch.name},
+            )
+        )[0]
+    else:
+        sessions = scratch.run(
+            (
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = :db AND id <> CONNECTION_ID()",
+                {"db": scratch.name},
+            )
+        )[0]
+        killed = scratch.run(*(f"KILL {int(row['id'])}" for row in sessions))
+    assert killed, "docproxy held no connection to kill"
+
+    for _ in range(3):
+        response = get(service, "doc-1", token)
+        assert response.status_code == 200, response.text
+        assert response.content == b"survives"
+
+
+def test_metadata_cache_serves_a_row_no_longer_than_its_ttl(scratch, make_service, tmp_path):
+    scratch.run(SCHEMA)
+    add_document(scratch, tmp_path / "files", "hot", b"hot", title="first.pdf")
+    service = make_service(catalog(scratch, cache={"ttl": 1.5, "max_entries": 100}))
+    token = service.token()
+    assert 'filename="first.pdf"' in get(service, "hot", token).headers["content-disposition"]
+    changed_at = time.monotonic()
+    scratch.run("UPDATE app_documents SET title = 'second.pdf', deleted_at = CURRENT_TIMESTAMP")
+    # Within the ttl the cached row may be served; past it, the database's answer must be.
+    response = get(service, "hot", token)
+    if time.monotonic() - changed_at < 1.0:
+        assert response.status_code == 200
+        assert 'filename="first.pdf"' in response.headers["content-disposition"]
+    time.sleep(max(0.0, 1.6 - (time.monotonic() - changed_at)))
+    assert_envelope(get(service, "hot", token), 437, "Document not found")
+
+    # "Not found" is never cached: a row inserted now is served at once.
+    assert_envelope(get(service, "new", token), 437, "Document not found")
+    add_document(scratch, tmp_path / "files", "new", b"fresh")
+    assert get(service, "new", token).content == b"fresh"
+
+
+def test_typed_id_columns_answer_437_for_ids_of_the_wrong_shape(pg_scratch, make_service, tmp_path):
+    pg_scratch.run(
+        "CREATE TABLE by_number (n BIGINT PRIMARY KEY, path TEXT)",
+        "CREATE TABLE by_uuid (u UUID PRIMARY KEY, path TEXT)",
+        "INSERT INTO by_number VALUES (42, 'n.txt')",
+        "INSERT INTO by_uuid VALUES ('550e8400-e29b-41d4-a716-446655440000', 'u.txt')",
+    )
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "n.txt").write_bytes(b"number")
+    (tmp_path / "files" / "u.txt").write_bytes(b"uuid")
+    url = pg_scratch.url
+    number = make_service(
+        {"catalog": {"embedded": False, "url": url, "table": "by_number",
+                     "columns": {"id": "n", "file_path": "path"}}}
+    )  # fmt: skip
+    token = number.token()
+    assert get(number, "42", token).content == b"number"
+    for wrong in ("abc", "x'; DROP TABLE by_number; --", "99999999999999999999999", "4.2"):
+        assert_envelope(get(number, wrong, token), 437, "Document not found")
+
+    by_uuid = make_service(
+        {"catalog": {"embedded": False, "url": url, "table": "by_uuid",
+                     "columns": {"id": "u", "file_path": "path"}}}
+    )  # fmt: skip
+    token = by_uuid.token()
+    assert get(by_uuid, "550e8400-e29b-41d4-a716-446655440000", token).content == b"uuid"
+    assert_envelope(get(by_uuid, "doc-123", token), 437, "Document not found")
+    assert pg_scratch.tables() == {"by_number", "by_uuid"}
+
+
+def test_postgres_session_is_read_only(pg_scratch, make_service, tmp_path):
+    # Passes the config check (no write keyword) but would advance a sequence: the read-only
+    # session refuses it, so the request fails and nothing in the database changes.
+    pg_scratch.run(SCHEMA, "CREATE SEQUENCE hits")
+    add_document(pg_scratch, tmp_path / "files", "doc-1", b"body")
+    query = (
+        "SELECT doc_uuid AS id, storage_key AS file_path, nextval('hits') AS hit"
+        " FROM app_documents WHERE doc_uuid = :document_id"
+    )
+    service = make_service({"catalog": {"embedded": False, "url": pg_scratch.url, "query": query}})
+    assert_envelope(get(service, "doc-1", service.token()), 500, "Failed to download document")
+    assert "read-only transaction" in service.log()
+    assert pg_scratch.run("SELECT last_value, is_called FROM hits")[0][0]["is_called"] is False
