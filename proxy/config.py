@@ -346,7 +346,7 @@ def _columns(s: Section) -> ColumnMap:
 # start with SELECT or WITH; the session itself is read-only on PostgreSQL and MySQL.
 _WRITE_WORDS = frozenset(
     {"INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "CREATE", "ALTER", "DROP", "TRUNCATE"}
-    | {"RENAME", "GRANT", "REVOKE", "COPY", "CALL", "LOAD", "LOCK", "INTO", "OUTFILE", "DUMPFILE"}
+    | {"RENAME", "GRANT", "REVOKE", "LOCK", "INTO", "OUTFILE", "DUMPFILE"}
 )
 _SQL_NOISE = re.compile(
     # MySQL's "#" comments are not blanked: a false refusal is safer than hidden SQL.
