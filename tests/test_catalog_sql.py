@@ -486,3 +486,28 @@ def test_postgres_session_is_read_only(pg_scratch, make_service, tmp_path):
     assert_envelope(get(service, "doc-1", service.token()), 500, "Failed to download document")
     assert "read-only transaction" in service.log()
     assert pg_scratch.run("SELECT last_value, is_called FROM hits")[0][0]["is_called"] is False
+
+
+def test_a_slow_lookup_times_out_and_leaves_the_pool_usable(server_scratch, make_service, tmp_path):
+    scratch = server_scratch
+    scratch.run(SCHEMA)
+    add_document(scratch, tmp_path / "files", "fast", b"quick")
+    add_document(scratch, tmp_path / "files", "slow", b"never sent")
+    sleep = "pg_sleep(3)::text" if scratch.dialect == "postgresql" else "SLEEP(3)"
+    query = (
+        "SELECT doc_uuid AS id, storage_key AS file_path,"
+        f" CASE WHEN doc_uuid = 'slow' THEN {sleep} ELSE NULL END AS pause"
+        " FROM app_documents WHERE doc_uuid = :document_id"
+    )
+    pool = {"min_size": 1, "max_size": 1, "query_timeout": 0.5}
+    overrides = {"catalog": {"embedded": False, "url": scratch.url, "query": query, "pool": pool}}
+    service = make_service(overrides)
+    token = service.token()
+    assert_envelope(get(service, "slow", token), 500, "Failed to download document")
+    # The one pooled connection was cut off mid-query; later lookups get a clean one.
+    for _ in range(3):
+        response = get(service, "fast", token)
+        assert response.status_code == 200, response.text
+        assert response.content == b"quick"
+    log = service.log()
+    assert "canceling statement due to statement timeout" in log or "longer than 0.5s" in log
