@@ -6,6 +6,7 @@ drives ``docproxy serve`` in a child process, and serves files from the local ba
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import subprocess
 import sys
@@ -386,39 +387,61 @@ def test_missing_sqlite_file_is_never_created(make_service, tmp_path):
     assert not missing.parent.exists()
 
 
-def test_connections_killed_by_the_server_are_replaced(server_scratch, make_service, tmp_path):
-    scratch = server_scratch
-    scratch.run(SCHEMA)
-    add_document(scratch, tmp_path / "files", "doc-1", b"survives")
-    overrides = catalog(scratch, pool={"min_size": 2, "max_size": 2})
-    service = make_service(overrides)
-    token = service.token()
-    assert get(service, "doc-1", token).content == b"survives"
-
-    # Kill only this test's own sessions (its database has a unique name).
+def kill_sessions(scratch: ScratchDatabase) -> int:
+    """Kill the server sessions on this test's own database (its name is unique); how many."""
     if scratch.dialect == "postgresql":
-        killed = scratch.run(
+        rows = scratch.run(
             (
                 "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity"
                 " WHERE datname = :db AND pid <> pg_backend_pid()",
                 {"db": scratch.name},
             )
         )[0]
-    else:
-        sessions = scratch.run(
-            (
-                "SELECT id FROM information_schema.processlist"
-                " WHERE db = :db AND id <> CONNECTION_ID()",
-                {"db": scratch.name},
-            )
-        )[0]
-        killed = scratch.run(*(f"KILL {int(row['id'])}" for row in sessions))
-    assert killed, "docproxy held no connection to kill"
+        return len(rows)
+    sessions = scratch.run(
+        (
+            "SELECT id FROM information_schema.processlist"
+            " WHERE db = :db AND id <> CONNECTION_ID()",
+            {"db": scratch.name},
+        )
+    )[0]
+    scratch.run(*(f"KILL {int(row['id'])}" for row in sessions))
+    return len(sessions)
 
+
+def test_connections_killed_by_the_server_are_replaced(server_scratch, make_service, tmp_path):
+    scratch = server_scratch
+    scratch.run(SCHEMA)
+    add_document(scratch, tmp_path / "files", "doc-1", b"survives")
+    add_document(scratch, tmp_path / "files", "slowish", b"took a while")
+    sleep = "pg_sleep(1)::text" if scratch.dialect == "postgresql" else "SLEEP(1)"
+    query = (
+        "SELECT doc_uuid AS id, storage_key AS file_path,"
+        f" CASE WHEN doc_uuid = 'slowish' THEN {sleep} ELSE NULL END AS pause"
+        " FROM app_documents WHERE doc_uuid = :document_id"
+    )
+    pool = {"min_size": 2, "max_size": 2}
+    overrides = {"catalog": {"embedded": False, "url": scratch.url, "query": query, "pool": pool}}
+    service = make_service(overrides)
+    token = service.token()
+    assert get(service, "doc-1", token).content == b"survives"
+
+    # Idle connections killed: the pool notices and opens new ones.
+    assert kill_sessions(scratch) >= 1
     for _ in range(3):
         response = get(service, "doc-1", token)
         assert response.status_code == 200, response.text
         assert response.content == b"survives"
+
+    # Killed in the middle of a lookup: the lookup is retried once on a new connection.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool_executor:
+        pending = pool_executor.submit(get, service, "slowish", token)
+        time.sleep(0.4)  # the lookup is now in its one-second sleep on a pooled connection
+        assert kill_sessions(scratch) >= 1
+        response = pending.result(timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.content == b"took a while"
+    assert "catalog connection lost" in service.log()
 
 
 def test_metadata_cache_serves_a_row_no_longer_than_its_ttl(scratch, make_service, tmp_path):
