@@ -88,7 +88,8 @@ def create_app(settings: Settings) -> Starlette:
             if settings.catalog.embedded:
                 ensure_schema(settings)
             await router.open()
-            await catalog.connect()
+            # A wrong mapping refuses to start; a database that is merely down does not.
+            await catalog.open()
         except Exception as exc:
             logger.error("docproxy cannot start: %s: %s", type(exc).__name__, exc)
             raise StartupFailed(str(exc)) from exc

@@ -1,15 +1,29 @@
-"""Document metadata from a SQL table through ``databases``: the only module that speaks SQL."""
+"""Document metadata from a SQL table through ``databases``: the only module that speaks SQL.
+
+The catalog reads the operator's own table (or runs their one SELECT) and nothing else:
+PostgreSQL and MySQL sessions are opened read-only and SQLite files in read-only mode, so even a
+mistaken ``catalog.query`` cannot write. The connection is made lazily and re-made after the
+database goes away, so a database that is down at start or restarts later only costs the
+requests made while it is down (500), never a restart of docproxy.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from databases import Database
 
-from proxy.config import CatalogConfig, ColumnMap
+from proxy.config import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
+
+logger = logging.getLogger("docproxy")
 
 FIELDS = (
     "id",
@@ -29,6 +43,18 @@ class CatalogError(Exception):
     """The database failed or refused the query."""
 
 
+class CatalogUnavailable(CatalogError):
+    """The database cannot be reached (down, refusing connections, or timing out)."""
+
+
+class CatalogMismatch(CatalogError):
+    """The live database does not fit the mapping; ``problems`` name each config key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     id: str
@@ -45,17 +71,28 @@ class Document:
 
 def quote_identifier(name: str, dialect: str) -> str:
     """Quote a config-validated identifier (``schema.table`` allowed) for ``dialect``."""
-    quote = "`" if dialect == "mysql" else '"'
-    return ".".join(f"{quote}{part}{quote}" for part in name.split("."))
+    quote_char = "`" if dialect == "mysql" else '"'
+    return ".".join(
+        f"{quote_char}{part.replace(quote_char, quote_char * 2)}{quote_char}"
+        for part in name.split(".")
+    )
 
 
 def dialect_of(url: str) -> str:
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    return {"postgres": "postgresql"}.get(scheme, scheme)
+    return catalog_scheme(url) or url.split(":", 1)[0]
 
 
-def lookup_sql(config: CatalogConfig) -> str:
-    """The SELECT for one document; the id is always the bound ``:document_id`` parameter."""
+# PostgreSQL id column types compared with the bound text as they are.
+_PG_TEXT_TYPES = ("text", "character varying", "character", "name", "citext")
+
+
+def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
+    """The SELECT for one document; the id is always the bound ``:document_id`` parameter.
+
+    ``id_type`` is the PostgreSQL type of a non-text id column (``bigint``, ``uuid``...): the
+    text id is cast to it in SQL, so the column's index is used and an id of the wrong shape is
+    a data error (no such document) instead of a driver refusing a ``str``.
+    """
     if config.query is not None:
         return config.query
     dialect = dialect_of(config.url)
@@ -65,10 +102,61 @@ def lookup_sql(config: CatalogConfig) -> str:
         if (column := getattr(config.columns, field)) is not None
     ]
     id_column = quote_identifier(config.columns.id, dialect)
+    parameter = ":document_id"
+    if id_type is not None:
+        parameter = f"CAST(CAST(:document_id AS text) AS {id_type})"
     return (
         f"SELECT {', '.join(selected)} FROM {quote_identifier(config.table, dialect)} "
-        f"WHERE {id_column} = :document_id"
+        f"WHERE {id_column} = {parameter}"
     )
+
+
+async def _postgres_id_type(database: Database, config: CatalogConfig) -> str | None:
+    """The id column's type when it is not text-like (read from the catalog, never config)."""
+    row = await database.fetch_one(
+        "SELECT format_type(a.atttypid, a.atttypmod) AS id_type FROM pg_attribute a"
+        " WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = :column",
+        {"table": quote_identifier(config.table, "postgresql"), "column": config.columns.id},
+    )
+    if row is None:
+        return None
+    id_type = str(row["id_type"])
+    return None if id_type.split("(", 1)[0] in _PG_TEXT_TYPES else id_type
+
+
+def probe_sql(config: CatalogConfig) -> str:
+    """One all-NULL row whose keys are the table's (or the query's) column names.
+
+    The outer join on a false condition returns exactly one row on every dialect, so the
+    column names come back through ``databases`` without driver-specific metadata calls.
+    """
+    dialect = dialect_of(config.url)
+    if config.query is not None:
+        source = f"({config.query})"
+    else:
+        source = quote_identifier(config.table, dialect)
+    return f"SELECT probe.* FROM (SELECT 1 AS one) AS anchor LEFT JOIN {source} AS probe ON 1 = 0"
+
+
+def mapping_problems(config: CatalogConfig, available: list[str]) -> list[str]:
+    """Each mapped column missing from ``available``, named by its config key."""
+    dialect = dialect_of(config.url)
+    if config.query is not None:
+        # Result keys are looked up as written, so the names must match exactly.
+        present = set(available)
+        where = "the result of catalog.query"
+        fold: Callable[[str], str] = str
+    else:
+        # PostgreSQL names are case-sensitive once quoted; MySQL and SQLite columns are not.
+        fold = str if dialect == "postgresql" else str.lower
+        present = {fold(name) for name in available}
+        where = f'table "{config.table}"'
+    return [
+        f'catalog.columns.{field}: column "{column}" not found in {where}'
+        f" (it has: {', '.join(available) or 'no columns'})"
+        for field in FIELDS
+        if (column := getattr(config.columns, field)) is not None and fold(column) not in present
+    ]
 
 
 def document_from_row(row: Mapping[str, Any], columns: ColumnMap, aliased: bool) -> Document:
@@ -114,14 +202,168 @@ def _is_deleted(marker: Any) -> bool:
     return True
 
 
+class MetadataCache:
+    """Found rows by id for ``ttl`` seconds, least recently used evicted past ``max_entries``.
+
+    Only rows are cached, never "not found": an application that inserts a document and hands
+    out its id at once must not get 437 for a ttl. A soft-deleted row is a row (cached as
+    deleted). Each worker process has its own cache.
+    """
+
+    def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = config.ttl
+        self.max_entries = config.max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Document]] = OrderedDict()
+
+    def get(self, document_id: str) -> Document | None:
+        entry = self._entries.get(document_id)
+        if entry is None:
+            return None
+        expires, document = entry
+        if self._clock() >= expires:
+            del self._entries[document_id]
+            return None
+        self._entries.move_to_end(document_id)
+        return document
+
+    def put(self, document_id: str, document: Document) -> None:
+        self._entries[document_id] = (self._clock() + self.ttl, document)
+        self._entries.move_to_end(document_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def sqlite_file(url: str) -> str:
+    """``sqlite:///./app.db`` -> ``./app.db``; ``sqlite:////srv/app.db`` -> ``/srv/app.db``."""
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    return rest[1:] if rest.startswith("/") else rest
+
+
+def _database_url(config: CatalogConfig) -> str:
+    """The URL ``databases`` gets: scheme normalised, SQLite opened read-only and never created."""
+    scheme = dialect_of(config.url)
+    rest = config.url.split("://", 1)[1]
+    if scheme != "sqlite":
+        return f"{scheme}://{rest}"
+    options = rest.partition("?")[2]
+    extra = f"&{options}" if options else ""
+    return f"sqlite:///file:{quote(sqlite_file(config.url), safe='/:')}?mode=ro{extra}"
+
+
+def _driver_options(config: CatalogConfig) -> dict[str, Any]:
+    """Pool, timeouts and the read-only session, in each driver's own words."""
+    pool = config.pool
+    dialect = dialect_of(config.url)
+    if dialect == "postgresql":
+        return {
+            "min_size": pool.min_size,
+            "max_size": pool.max_size,
+            "timeout": pool.connect_timeout,
+            "server_settings": {
+                "default_transaction_read_only": "on",
+                "statement_timeout": str(int(pool.query_timeout * 1000)),
+                "application_name": "docproxy",
+            },
+        }
+    if dialect == "mysql":
+        return {
+            "min_size": pool.min_size,
+            "max_size": pool.max_size,
+            "connect_timeout": pool.connect_timeout,
+            "init_command": "SET SESSION TRANSACTION READ ONLY",
+        }
+    return {"uri": True, "timeout": pool.query_timeout}
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` means the connection or server went away, not that the SQL failed."""
+    if isinstance(exc, OSError | ConnectionError | EOFError):
+        return True
+    import asyncpg
+    import pymysql
+
+    if isinstance(
+        exc,
+        asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.OperatorInterventionError,
+    ):
+        return True
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True
+    # 2003 cannot connect, 2006 server has gone away, 2013 lost connection during query.
+    return (
+        isinstance(exc, pymysql.err.OperationalError)
+        and bool(exc.args)
+        and exc.args[0]
+        in (
+            2003,
+            2006,
+            2013,
+            2055,
+        )
+    )
+
+
+def _id_cannot_exist(exc: BaseException) -> bool:
+    """The database refused the id's value for the id column's type: no such document.
+
+    PostgreSQL, unlike MySQL and SQLite, refuses ``'abc'`` for an integer or uuid id column.
+    """
+    if isinstance(exc, UnicodeError):
+        return True
+    import asyncpg
+
+    return type(exc) is asyncpg.DataError or isinstance(
+        exc,
+        asyncpg.InvalidTextRepresentationError
+        | asyncpg.NumericValueOutOfRangeError
+        | asyncpg.CharacterNotInRepertoireError
+        | asyncpg.UntranslatableCharacterError,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
+class _OneLineErrors(logging.Filter):
+    """asyncpg's pool logs a traceback each time it cannot restore its floor while the database
+    is down; docproxy already logs that outage, so keep it to one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {_describe(record.exc_info[1])}"
+            record.args = ()
+            record.exc_info = None
+        return True
+
+
+_ASYNCPG_POOL_LOG = logging.getLogger("asyncpg.pool")
+if not any(isinstance(f, _OneLineErrors) for f in _ASYNCPG_POOL_LOG.filters):
+    _ASYNCPG_POOL_LOG.addFilter(_OneLineErrors())
+
+
 class Catalog:
-    """Looks documents up by id. Connect once in the lifespan; every call is one query."""
+    """Looks documents up by id over a pool it (re)connects on demand."""
 
     def __init__(self, config: CatalogConfig) -> None:
         self.config = config
-        self._database = Database(config.url)
+        self.dialect = dialect_of(config.url)
         self._sql = lookup_sql(config)
         self._aliased = config.query is None
+        self._database: Database | None = None
+        self._connect_lock = asyncio.Lock()
+        self._retry_after = 0.0
+        self._last_failure = ""
+        self._closing: set[asyncio.Task[None]] = set()
+        self.cache = MetadataCache(config.cache) if config.cache.ttl > 0 else None
 
     @property
     def tenant_rule(self) -> bool:
@@ -129,31 +371,177 @@ class Catalog:
             return self.config.columns.group is not None
         return self.config.tenant_rule == "on"
 
-    async def connect(self) -> None:
-        url = self._database.url
-        if url.dialect == "sqlite" and not self.config.embedded:
-            # SQLite would create a missing file on the first query: docproxy only reads the
-            # operator's database, so a wrong path is a start-up error, not a new empty file.
-            path = url.database or ""
-            if path != ":memory:" and not os.path.isfile(path):
-                raise CatalogError(f"sqlite database file {path!r} does not exist")
+    async def open(self) -> None:
+        """Connect and check the mapping at start.
+
+        A mapping the live database contradicts raises CatalogMismatch (refuse to start); a
+        database that cannot be reached is only logged: requests get 500 until it is back.
+        """
         try:
-            await self._database.connect()
-        except Exception as exc:
-            raise CatalogError(f"cannot connect to the catalog: {exc}") from exc
+            await self._ready_database()
+        except CatalogMismatch:
+            raise
+        except CatalogError as exc:
+            logger.warning(
+                "catalog database unavailable at start (%s); answering 500 until it is back", exc
+            )
+
+    async def connect(self) -> None:
+        """Connect now and check the mapping, raising CatalogUnavailable/CatalogMismatch."""
+        await self._ready_database()
 
     async def disconnect(self) -> None:
-        await self._database.disconnect()
+        database, self._database = self._database, None
+        if database is not None:
+            await self._close(database)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def get(self, document_id: str) -> Document | None:
-        try:
-            row = await self._database.fetch_one(self._sql, {"document_id": document_id})
-        except Exception as exc:
-            raise CatalogError(f"{type(exc).__name__}: {exc}") from exc
+        if self.cache is not None and (cached := self.cache.get(document_id)) is not None:
+            return cached
+        row = await self._fetch(document_id)
         if row is None:
             return None
         try:
-            return document_from_row(row, self.config.columns, self._aliased)
-        except (ValueError, TypeError, KeyError) as exc:
-            # A row docproxy cannot read (size "abc", a missing alias) is the catalog's fault.
-            raise CatalogError(f"unreadable row for {document_id!r}: {exc}") from exc
+            document = document_from_row(row, self.config.columns, self._aliased)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CatalogError(f"unusable row for {document_id!r}: {_describe(exc)}") from exc
+        if self.cache is not None:
+            self.cache.put(document_id, document)
+        return document
+
+    async def _fetch(self, document_id: str) -> Mapping[str, Any] | None:
+        # Two tries: a pooled connection from before a database restart fails once, and the
+        # second try runs on a fresh pool, so the first request after a restart succeeds.
+        for attempt in (1, 2):
+            database, fresh = await self._ready_database()
+            try:
+                return await self._fetch_on(database, document_id)
+            except CatalogError:
+                raise
+            except Exception as exc:
+                if _id_cannot_exist(exc):
+                    logger.debug("catalog: id %r cannot exist: %s", document_id, exc)
+                    return None
+                if not _connection_lost(exc):
+                    raise CatalogError(_describe(exc)) from exc
+                self._discard(database)
+                if fresh or attempt == 2:
+                    raise CatalogUnavailable(f"connection lost: {_describe(exc)}") from exc
+                logger.warning("catalog connection lost (%s); reconnecting", _describe(exc))
+        raise AssertionError("unreachable")
+
+    async def _fetch_on(self, database: Database, document_id: str) -> Mapping[str, Any] | None:
+        timeout = self.config.pool.query_timeout
+        try:
+            async with asyncio.timeout(timeout), database.connection() as connection:
+                try:
+                    return await connection.fetch_one(self._sql, {"document_id": document_id})
+                except asyncio.CancelledError:
+                    # A query cut off mid-reply leaves its connection unusable: drop it.
+                    self._drop_connection(connection.raw_connection)
+                    raise
+        except TimeoutError as exc:
+            raise CatalogError(f"the lookup took longer than {timeout:g}s") from exc
+
+    def _drop_connection(self, raw: Any) -> None:
+        try:
+            if self.dialect == "postgresql":
+                raw.terminate()
+            elif self.dialect == "mysql":
+                raw.close()
+        except Exception as exc:  # already broken: nothing more to release
+            logger.debug("catalog: dropping a timed-out connection failed: %s", exc)
+
+    async def _ready_database(self) -> tuple[Database, bool]:
+        """The connected database, and whether it was connected by this call."""
+        database = self._database
+        if database is not None:
+            return database, False
+        async with self._connect_lock:
+            if self._database is not None:
+                return self._database, False
+            if time.monotonic() < self._retry_after:
+                raise CatalogUnavailable(f"not reconnecting yet; last try: {self._last_failure}")
+            try:
+                database = await self._connect_and_check()
+            except CatalogError as exc:
+                self._retry_after = time.monotonic() + self.config.pool.retry_interval
+                self._last_failure = str(exc)
+                raise
+            self._database = database
+            logger.info("catalog connected (%s)", self.dialect)
+            return database, True
+
+    async def _connect_and_check(self) -> Database:
+        if self.dialect == "sqlite" and not self.config.embedded:
+            path = sqlite_file(self.config.url)
+            if not Path(path).is_file():
+                raise CatalogUnavailable(f"SQLite file {path} does not exist")
+        database = Database(_database_url(self.config), **_driver_options(self.config))
+        timeout = self.config.pool.connect_timeout
+        try:
+            await asyncio.wait_for(database.connect(), timeout)
+        except TimeoutError as exc:
+            raise CatalogUnavailable(f"no connection within {timeout:g}s") from exc
+        except Exception as exc:
+            raise CatalogUnavailable(_describe(exc)) from exc
+        try:
+            await self._check_mapping(database)
+        except BaseException:
+            await self._close(database)
+            raise
+        return database
+
+    async def _check_mapping(self, database: Database) -> None:
+        key = "catalog.query" if self.config.query is not None else "catalog.table"
+        try:
+            async with asyncio.timeout(self.config.pool.query_timeout):
+                values = {"document_id": None} if self.config.query is not None else None
+                row = await database.fetch_one(probe_sql(self.config), values)
+                # keys(), not iteration: a driver's row may iterate over its values.
+                names = row.keys() if row is not None else []
+                available = [str(name) for name in names]
+                problems = mapping_problems(self.config, available)
+                if not problems:
+                    if self.dialect == "postgresql" and self.config.query is None:
+                        id_type = await _postgres_id_type(database, self.config)
+                        self._sql = lookup_sql(self.config, id_type)
+                    # The real lookup, with an id that matches nothing, must run as well.
+                    await database.fetch_one(self._sql, {"document_id": None})
+        except TimeoutError as exc:
+            raise CatalogUnavailable("checking the mapping timed out") from exc
+        except Exception as exc:
+            if _connection_lost(exc):
+                raise CatalogUnavailable(_describe(exc)) from exc
+            what = "catalog.query" if key == "catalog.query" else f'table "{self.config.table}"'
+            raise CatalogMismatch([f"{key}: the database refused {what}: {exc}"]) from exc
+        if problems:
+            raise CatalogMismatch(problems)
+
+    def _discard(self, database: Database) -> None:
+        """Forget a broken pool now; close it in the background (it may hang on dead sockets)."""
+        if self._database is database:
+            self._database = None
+        task = asyncio.get_running_loop().create_task(self._close(database))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, database: Database) -> None:
+        try:
+            await asyncio.wait_for(database.disconnect(), self.config.pool.connect_timeout)
+        except Exception as exc:
+            logger.debug("catalog: closing a pool failed: %s", exc)
+
+
+async def check_live(config: CatalogConfig) -> None:
+    """Connect once and check the mapping (``docproxy check-config`` and ``serve``).
+
+    Raises CatalogMismatch with every problem, or CatalogUnavailable.
+    """
+    catalog = Catalog(config)
+    try:
+        await catalog.connect()
+    finally:
+        await catalog.disconnect()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import fetch
+from proxy.catalog import CatalogMismatch, CatalogUnavailable, check_live, sqlite_file
 from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
 
@@ -17,11 +19,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(config_path(args.config))
 
 
+def _check_catalog(settings: Settings) -> str | None:
+    """Check the mapping against the live database; a note on what was checked, or None.
+
+    Raises CatalogMismatch (every problem by key) or CatalogUnavailable.
+    """
+    catalog = settings.catalog
+    if catalog.embedded and not Path(sqlite_file(catalog.url)).is_file():
+        return None  # docproxy creates its own file at start: nothing to check yet
+    asyncio.run(check_live(catalog))
+    return "catalog: mapping matches the live database"
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     path = config_path(args.config)
     settings = load_settings(path)  # refuse a bad config before uvicorn starts
+    try:
+        _check_catalog(settings)  # refuse a mapping the database contradicts, too
+    except CatalogUnavailable as exc:
+        # Not fatal: the service answers 500 until the database is back, then serves.
+        print(f"docproxy: warning: catalog database unavailable at start: {exc}", file=sys.stderr)
     # Workers re-create the app from the environment, so the config path travels there.
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
     uvicorn.run(
@@ -38,8 +57,15 @@ def serve(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    try:
+        note = _check_catalog(settings)
+    except CatalogUnavailable as exc:
+        print(f"docproxy: catalog.url: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
     backends = ", ".join(f"{b.name} ({b.protocol})" for b in settings.storage.backends)
     print(f"{settings.source}: OK (backends: {backends}; default: {settings.storage.default})")
+    if note:
+        print(note)
     return 0
 
 
@@ -118,6 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as exc:
         print("docproxy: the config is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except CatalogMismatch as exc:
+        print("docproxy: the catalog mapping does not match the database:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2

@@ -97,6 +97,25 @@ EMBEDDED_COLUMNS = ColumnMap(
 
 
 @dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """Connections to the catalog database; times are seconds."""
+
+    min_size: int = 1
+    max_size: int = 10
+    connect_timeout: float = 5.0
+    query_timeout: float = 10.0
+    retry_interval: float = 1.0  # after a failed connect, answer 500 at once for this long
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Metadata cache per worker process; ``ttl`` 0 turns it off."""
+
+    ttl: float = 0.0
+    max_entries: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogConfig:
     url: str
     table: str = "documents"
@@ -104,6 +123,8 @@ class CatalogConfig:
     query: str | None = None
     embedded: bool = False  # docproxy owns this SQLite file and may create its table
     tenant_rule: str = "auto"  # auto: on when a group column is mapped
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,13 +307,28 @@ def _presign(s: Section) -> PresignConfig:
     return config
 
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+# The drivers docproxy ships (databases' extras); SQLAlchemy-style "+driver" names are accepted.
+_CATALOG_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+asyncpg": "postgresql",
+    "mysql": "mysql",
+    "mysql+aiomysql": "mysql",
+}
 
 
-def _identifier(s: Section, key: str, default: str | None, *, required: bool = False) -> str | None:
+def _identifier(
+    s: Section, key: str, default: str | None, *, required: bool = False, dotted: bool = False
+) -> str | None:
     value = s.string(key, default, required=required)
-    if value is not None and not _IDENTIFIER.match(value):
-        s.error(key, f"must be a plain SQL identifier (letters, digits, _), got {value!r}")
+    pattern = _TABLE if dotted else _IDENTIFIER
+    if value is not None and not pattern.match(value):
+        shape = "schema.table or table" if dotted else "a plain column name"
+        s.error(key, f"must be {shape} (letters, digits, _ and $), got {value!r}")
         return default
     return value
 
@@ -314,23 +350,106 @@ def _columns(s: Section) -> ColumnMap:
     return columns
 
 
+# Words that only appear in SQL that writes, locks or creates something. The query must also
+# start with SELECT or WITH; the session itself is read-only on PostgreSQL and MySQL.
+_WRITE_WORDS = frozenset(
+    {"INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "CREATE", "ALTER", "DROP", "TRUNCATE"}
+    | {"RENAME", "GRANT", "REVOKE", "LOCK", "INTO", "OUTFILE", "DUMPFILE"}
+)
+_SQL_NOISE = re.compile(
+    # MySQL's "#" comments are not blanked: a false refusal is safer than hidden SQL.
+    r"""--[^\n]*|/\*.*?(\*/|$)|'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`(?:[^`]|``)*`?"""
+    r"""|(?<![\w$])(\$[A-Za-z_0-9]*\$).*?(\2|$)""",
+    re.DOTALL,
+)
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def read_only_query_problem(query: str) -> str | None:
+    """Why ``query`` is not one read-only SELECT binding ``:document_id``, or None."""
+    # Literals, quoted names and comments cannot write; blank them so their words do not count.
+    code = _SQL_NOISE.sub(" ", query).strip()
+    if code.endswith(";"):
+        code = code[:-1].rstrip()
+    if ";" in code:
+        return "must be one statement (found ';' between statements)"
+    first = code.split(None, 1)[0].upper() if code else ""
+    if first not in ("SELECT", "WITH", "(SELECT"):
+        return f"must be a read-only SELECT (it starts with {first or 'nothing'!r})"
+    words = {word.upper() for word in re.findall(r"[A-Za-z_]+", code)}
+    found = sorted(_WRITE_WORDS & words)
+    if found:
+        return f"must be a read-only SELECT (found {', '.join(found)})"
+    parameters = set(_PARAMETER.findall(code))
+    if "document_id" not in parameters:
+        return "must use the :document_id parameter (the id is always bound, never formatted)"
+    others = sorted(parameters - {"document_id"})
+    if others:
+        return f"only :document_id can be bound (found {', '.join(':' + p for p in others)})"
+    return None
+
+
+def _query(s: Section) -> str | None:
+    query = s.string("query")
+    if query is None:
+        return None
+    problem = read_only_query_problem(query)
+    if problem is not None:
+        s.error("query", problem)
+        return None
+    # One trailing ';' is harmless to the operator but not inside docproxy's probe subquery.
+    return query.strip().removesuffix(";").rstrip()
+
+
+def _pool(s: Section) -> PoolConfig:
+    config = PoolConfig(
+        min_size=s.integer("min_size", 1, minimum=0),
+        max_size=s.integer("max_size", 10, minimum=1),
+        connect_timeout=s.number("connect_timeout", 5.0, minimum=0.1),
+        query_timeout=s.number("query_timeout", 10.0, minimum=0.1),
+        retry_interval=s.number("retry_interval", 1.0, minimum=0),
+    )
+    if config.min_size > config.max_size:
+        s.error("min_size", f"must not exceed max_size ({config.min_size} > {config.max_size})")
+    s.finish()
+    return config
+
+
+def _cache(s: Section) -> CacheConfig:
+    config = CacheConfig(
+        ttl=s.number("ttl", 0.0, minimum=0), max_entries=s.integer("max_entries", 10_000, minimum=1)
+    )
+    s.finish()
+    return config
+
+
+def catalog_scheme(url: str) -> str | None:
+    """``postgresql+asyncpg://...`` -> ``postgresql``; None for a driver docproxy lacks."""
+    return _CATALOG_SCHEMES.get(url.split("://", 1)[0].lower()) if "://" in url else None
+
+
 def _catalog(s: Section) -> CatalogConfig:
     url = s.string("url", required=True) or ""
-    if url and not re.match(r"^(sqlite|postgresql|postgres|mysql)(\+\w+)?://", url):
-        s.error("url", f"must be a sqlite://, postgresql:// or mysql:// URL (got {url!r})")
+    scheme = catalog_scheme(url)
+    if url and scheme is None:
+        s.error(
+            "url",
+            "must be a sqlite:///path, postgresql://user@host/db or mysql://user@host/db URL"
+            f" (got scheme {url.split('://', 1)[0]!r})",
+        )
     embedded = s.boolean("embedded", False)
-    if embedded and not url.startswith("sqlite"):
+    if embedded and scheme not in (None, "sqlite"):
         s.error("embedded", "only a sqlite:// catalog can be embedded")
-    query = s.string("query")
-    if query is not None and ":document_id" not in query:
-        s.error("query", "must use the :document_id parameter")
+    query = _query(s)
     if embedded:
         for key in ("table", "columns", "query"):
             if s.raw(key) is not None:
                 s.error(key, "not allowed with catalog.embedded: true (the schema is docproxy's)")
         table, columns, query = EMBEDDED_TABLE, EMBEDDED_COLUMNS, None
     else:
-        table = _identifier(s, "table", "documents") or "documents"
+        if query is not None and s.has("table"):
+            s.error("table", "not used with catalog.query: give a table mapping or a query")
+        table = _identifier(s, "table", "documents", dotted=True) or "documents"
         columns = _columns(s.section("columns"))
     config = CatalogConfig(
         url=url,
@@ -339,6 +458,8 @@ def _catalog(s: Section) -> CatalogConfig:
         query=query,
         embedded=embedded,
         tenant_rule=s.string("tenant_rule", "auto", choices=("auto", "on", "off")) or "auto",
+        pool=_pool(s.section("pool")),
+        cache=_cache(s.section("cache")),
     )
     s.finish()
     return config
