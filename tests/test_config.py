@@ -177,7 +177,8 @@ EXPECTED_PROBLEMS = [
     "auth.clients[3]: give exactly one of client_secret or client_secret_sha256",
     "presign.ttl: must be an integer, not str",
     "presign.signing_key: must be at least 16 bytes long",
-    "catalog.url: must be a sqlite://, postgresql:// or mysql:// URL (got 'mongodb://x')",
+    "catalog.url: must be a sqlite:///path, postgresql://user@host/db or mysql://user@host/db"
+    " URL (got scheme 'mongodb')",
     "catalog.embedded: must be true or false, not 'yes'",
     "catalog.tenant_rule: must be one of auto, on, off (got 'maybe')",
     "storage.backends.local.root: required",

@@ -36,10 +36,19 @@ def assert_faulted(service, document_id: str, cause: str) -> None:
         assert "Traceback" not in response.text
 
 
-def test_catalog_table_missing(make_service, tmp_path):
+def test_catalog_table_dropped_while_running(make_service, tmp_path):
+    """A table that disappears under a running service is a database fault (500, logged).
+
+    A table missing at start is refused at start instead (tests/test_catalog_sql.py).
+    """
     database = tmp_path / "operator.db"
-    sqlite3.connect(database).close()  # an empty database: no documents table
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE documents (id TEXT, file_path TEXT)")
+    connection.close()
     service = make_service({"catalog": {"url": f"sqlite:///{database}", "embedded": False}})
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TABLE documents")
+    connection.close()
     assert_faulted(service, "any-id", "no such table")
     assert "catalog lookup of 'any-id' failed" in service.log()
 
@@ -143,23 +152,16 @@ def test_unreadable_catalog_row(make_service, tmp_path):
             "INSERT INTO documents (id, file_path, size) VALUES ('bad-size', 'a.txt', 'abc')"
         )
     connection.close()
-    assert_faulted(service, "bad-size", "unreadable row for 'bad-size'")
+    assert_faulted(service, "bad-size", "unusable row for 'bad-size'")
 
 
-def test_missing_operator_sqlite_file_is_never_created(tmp_path):
-    """docproxy only reads an operator's database: a wrong path stops start-up cleanly."""
-    from tests.harness import Service, base_config, merge, write_config
+def test_missing_operator_sqlite_file_is_never_created(make_service, tmp_path):
+    """docproxy only reads an operator's database: a wrong path is a fault, never a new file.
 
+    Like any unreachable database, it does not stop start-up; requests get 500 until it exists.
+    """
     absent = tmp_path / "absent.db"
-    config = merge(base_config(tmp_path), {"catalog": {"url": f"sqlite:///{absent}",
-                                                       "embedded": False}})  # fmt: skip
-    service = Service(write_config(tmp_path / "c.yaml", config), tmp_path / "service.log")
-    with pytest.raises(AssertionError, match="docproxy exited at start"):
-        service.start()
-    service.stop()
+    service = make_service({"catalog": {"url": f"sqlite:///{absent}", "embedded": False}})
+    assert_faulted(service, "any-id", "absent.db")
     assert not absent.exists()
-    assert (
-        f"docproxy cannot start: CatalogError: sqlite database file '{absent}' does not exist"
-        in (service.log())
-    )
     assert "Traceback" not in service.log()
