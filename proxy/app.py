@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
+from proxy.accel import AccelRedirect
 from proxy.auth import TokenAuthority
 from proxy.catalog import Catalog
 from proxy.config import Settings, config_path, load_settings
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> Starlette:
         stats=StreamStats(),
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
+        accel=AccelRedirect.from_settings(settings),
     )
 
     @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ from typing import Any
 from databases import Database
 
 from proxy.config import CatalogConfig, ColumnMap
+from proxy.sqlite_reader import SQLiteReader
 
 FIELDS = (
     "id",
@@ -118,7 +119,10 @@ class Catalog:
 
     def __init__(self, config: CatalogConfig) -> None:
         self.config = config
-        self._database = Database(config.url)
+        # SQLite gets one long-lived read-only connection (see proxy.sqlite_reader for why).
+        self._database: Database | SQLiteReader = (
+            SQLiteReader(config.url) if dialect_of(config.url) == "sqlite" else Database(config.url)
+        )
         self._sql = lookup_sql(config)
         self._aliased = config.query is None
 

@@ -30,6 +30,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port if args.port is not None else settings.server.port,
         workers=args.workers or settings.server.workers,
         log_level=settings.server.log_level,
+        access_log=settings.server.access_log,
         proxy_headers=False,
     )
     return 0

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.accel import AccelRedirect
 from proxy.auth import Caller, TokenAuthority, TokenRequest, bearer_token
 from proxy.envelope import ok
 from proxy.errors import DocumentIdRequired, DownloadFailed, InvalidRequest, PresignFailed
@@ -22,7 +23,9 @@ class Endpoints:
         stats: StreamStats,
         cache_control: str,
         public_url: str | None,
+        accel: AccelRedirect | None = None,
     ) -> None:
+        self.accel = accel
         self.tokens = tokens
         self.documents = documents
         self.stats = stats
@@ -102,6 +105,8 @@ class Endpoints:
             "cache-control": self.cache_control,
             "x-content-type-options": "nosniff",
         }
+        if self.accel is not None and self.accel.serves(resolved.backend.name):
+            return self.accel.response(resolved.key, headers)
         return DownloadResponse(
             self.documents.stream(resolved, 0, size),
             status_code=200,
