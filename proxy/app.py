@@ -46,7 +46,13 @@ def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.server.log_level)
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
-    documents = DocumentService(catalog, router, LinkSigner(settings.presign), settings.download)
+    documents = DocumentService(
+        catalog,
+        router,
+        LinkSigner(settings.presign),
+        settings.download,
+        presign_reuse_margin=settings.presign.reuse_margin,
+    )
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         documents=documents,

@@ -63,6 +63,9 @@ class AuthConfig:
 class PresignConfig:
     signing_key: str
     ttl: int = 3600
+    # A store's presigned URL is handed out again while it has at least ttl - reuse_margin
+    # seconds of validity left (0: sign every time).
+    reuse_margin: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,8 +287,12 @@ def _auth(s: Section) -> AuthConfig:
 
 def _presign(s: Section) -> PresignConfig:
     config = PresignConfig(
-        signing_key=_signing_key(s, "signing_key"), ttl=s.integer("ttl", 3600, minimum=1)
+        signing_key=_signing_key(s, "signing_key"),
+        ttl=s.integer("ttl", 3600, minimum=1),
+        reuse_margin=s.integer("reuse_margin", 60, minimum=0),
     )
+    if s.has("reuse_margin") and config.reuse_margin >= config.ttl:
+        s.error("reuse_margin", f"must be less than ttl ({config.ttl})")
     s.finish()
     return config
 

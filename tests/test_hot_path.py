@@ -111,3 +111,18 @@ def test_symlinks_out_of_the_root_are_still_refused(tmp_path):
             await backend.stat("missing.txt")
 
     asyncio.run(check())
+
+
+def test_presigned_urls_are_reused_only_within_the_margin():
+    from proxy.service import PresignedUrlCache
+
+    cache = PresignedUrlCache(margin=1)
+    key = ("s3", "a.pdf", "application/pdf", 'attachment; filename="a.pdf"')
+    cache.put(key, "https://store/a.pdf?sig=1")
+    assert cache.get(key) == "https://store/a.pdf?sig=1"
+    assert cache.get(("s3", "a.pdf", "text/plain", 'attachment; filename="a.pdf"')) is None
+    time.sleep(1.1)
+    assert cache.get(key) is None  # older than the margin: sign again
+    off = PresignedUrlCache(margin=0)
+    off.put(key, "https://store/a.pdf?sig=2")
+    assert off.get(key) is None
