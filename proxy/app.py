@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
+from proxy.accel import AccelRedirect
 from proxy.auth import TokenAuthority
 from proxy.catalog import Catalog
 from proxy.config import Settings, config_path, load_settings
@@ -73,13 +74,20 @@ def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.server.log_level)
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
-    documents = DocumentService(catalog, router, LinkSigner(settings.presign), settings.download)
+    documents = DocumentService(
+        catalog,
+        router,
+        LinkSigner(settings.presign),
+        settings.download,
+        presign_reuse_margin=settings.presign.reuse_margin,
+    )
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         documents=documents,
         stats=StreamStats(),
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
+        accel=AccelRedirect.from_settings(settings),
     )
 
     @contextlib.asynccontextmanager

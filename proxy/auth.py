@@ -20,6 +20,8 @@ from proxy.errors import Unauthorized
 
 # Compared against when the client id is unknown, so a miss costs the same as a wrong secret.
 _NO_CLIENT_DIGEST = hashlib.sha256(b"docproxy: no such client").digest()
+# How many signature-checked tokens ``verify`` remembers (about 1 KiB each).
+VERIFIED_TOKENS_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,9 @@ class TokenAuthority:
         self.config = config
         self._key = OctKey.import_key(config.signing_key.encode())
         self._clients = {c.client_id: c.secret_sha256 for c in config.clients}
+        # Tokens whose signature already checked out, with their claims: a client sends the
+        # same token on every request, and decoding plus HMAC is most of a verify's cost.
+        self._verified: dict[str, tuple[dict[str, Any], Caller]] = {}
         self._claims = JWTClaimsRegistry(
             leeway=config.leeway,
             iss={"essential": True, "value": config.issuer},
@@ -98,6 +103,21 @@ class TokenAuthority:
 
     def verify(self, token: str) -> Caller:
         """The caller a token speaks for; Unauthorized for anything forged, expired or odd."""
+        verified = self._verified.get(token)
+        if verified is None:
+            verified = self._verify_signature(token)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = verified
+        claims, caller = verified
+        try:
+            # Time-dependent claims (exp, nbf, iat) are checked on every use, cached or not.
+            self._claims.validate(claims)
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise Unauthorized() from exc
+        return caller
+
+    def _verify_signature(self, token: str) -> tuple[dict[str, Any], Caller]:
         try:
             # The allow-list is the configured algorithm only: "none" and key-confusion
             # attacks are refused by the library before the signature is even looked at.
@@ -106,19 +126,19 @@ class TokenAuthority:
                 # A signed payload of [], null or "x" is not a claims set; joserfc's
                 # validator would fail on it with an AttributeError (a 500, not a 403).
                 raise Unauthorized()
-            self._claims.validate(decoded.claims)
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise Unauthorized() from exc
-        claims: Mapping[str, Any] = decoded.claims
+        claims: dict[str, Any] = decoded.claims
         if decoded.header.get("alg") != self.config.algorithm:
             raise Unauthorized()
-        return Caller(
+        caller = Caller(
             client_id=_claim_str(claims, "client_id") or "",
             email=_claim_str(claims, "email"),
             group_name=_claim_str(claims, "group_name"),
             fingerprint=_claim_str(claims, "fingerprint"),
             token_id=_claim_str(claims, "jti") or "",
         )
+        return claims, caller
 
 
 def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:

@@ -17,11 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from databases import Database
 
 from proxy.config import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
+from proxy.sqlite_reader import SQLiteReader, sqlite_file
+
+# ``databases`` for PostgreSQL and MySQL; SQLite has its own reader with the same surface.
+SQLDatabase = Database | SQLiteReader
 
 logger = logging.getLogger("docproxy")
 
@@ -237,21 +240,9 @@ class MetadataCache:
         return len(self._entries)
 
 
-def sqlite_file(url: str) -> str:
-    """``sqlite:///./app.db`` -> ``./app.db``; ``sqlite:////srv/app.db`` -> ``/srv/app.db``."""
-    rest = url.split("://", 1)[1].split("?", 1)[0]
-    return rest[1:] if rest.startswith("/") else rest
-
-
 def _database_url(config: CatalogConfig) -> str:
-    """The URL ``databases`` gets: scheme normalised, SQLite opened read-only and never created."""
-    scheme = dialect_of(config.url)
-    rest = config.url.split("://", 1)[1]
-    if scheme != "sqlite":
-        return f"{scheme}://{rest}"
-    options = rest.partition("?")[2]
-    extra = f"&{options}" if options else ""
-    return f"sqlite:///file:{quote(sqlite_file(config.url), safe='/:')}?mode=ro{extra}"
+    """The URL for ``databases``, scheme normalised (``postgres+asyncpg`` -> ``postgresql``)."""
+    return f"{dialect_of(config.url)}://{config.url.split('://', 1)[1]}"
 
 
 def _driver_options(config: CatalogConfig) -> dict[str, Any]:
@@ -358,7 +349,7 @@ class Catalog:
         self.dialect = dialect_of(config.url)
         self._sql = lookup_sql(config)
         self._aliased = config.query is None
-        self._database: Database | None = None
+        self._database: SQLDatabase | None = None
         self._connect_lock = asyncio.Lock()
         self._retry_after = 0.0
         self._last_failure = ""
@@ -432,7 +423,7 @@ class Catalog:
                 logger.warning("catalog connection lost (%s); reconnecting", _describe(exc))
         raise AssertionError("unreachable")
 
-    async def _fetch_on(self, database: Database, document_id: str) -> Mapping[str, Any] | None:
+    async def _fetch_on(self, database: SQLDatabase, document_id: str) -> Mapping[str, Any] | None:
         timeout = self.config.pool.query_timeout
         try:
             async with asyncio.timeout(timeout), database.connection() as connection:
@@ -454,7 +445,7 @@ class Catalog:
         except Exception as exc:  # already broken: nothing more to release
             logger.debug("catalog: dropping a timed-out connection failed: %s", exc)
 
-    async def _ready_database(self) -> tuple[Database, bool]:
+    async def _ready_database(self) -> tuple[SQLDatabase, bool]:
         """The connected database, and whether it was connected by this call."""
         database = self._database
         if database is not None:
@@ -474,12 +465,17 @@ class Catalog:
             logger.info("catalog connected (%s)", self.dialect)
             return database, True
 
-    async def _connect_and_check(self) -> Database:
+    async def _connect_and_check(self) -> SQLDatabase:
         if self.dialect == "sqlite" and not self.config.embedded:
             path = sqlite_file(self.config.url)
             if not Path(path).is_file():
                 raise CatalogUnavailable(f"SQLite file {path} does not exist")
-        database = Database(_database_url(self.config), **_driver_options(self.config))
+        database: SQLDatabase
+        if self.dialect == "sqlite":
+            # One long-lived read-only connection: see proxy.sqlite_reader for why.
+            database = SQLiteReader(sqlite_file(self.config.url))
+        else:
+            database = Database(_database_url(self.config), **_driver_options(self.config))
         timeout = self.config.pool.connect_timeout
         try:
             await asyncio.wait_for(database.connect(), timeout)
@@ -494,7 +490,7 @@ class Catalog:
             raise
         return database
 
-    async def _check_mapping(self, database: Database) -> None:
+    async def _check_mapping(self, database: SQLDatabase) -> None:
         key = "catalog.query" if self.config.query is not None else "catalog.table"
         try:
             async with asyncio.timeout(self.config.pool.query_timeout):
@@ -520,7 +516,7 @@ class Catalog:
         if problems:
             raise CatalogMismatch(problems)
 
-    def _discard(self, database: Database) -> None:
+    def _discard(self, database: SQLDatabase) -> None:
         """Forget a broken pool now; close it in the background (it may hang on dead sockets)."""
         if self._database is database:
             self._database = None
@@ -528,7 +524,7 @@ class Catalog:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close(self, database: Database) -> None:
+    async def _close(self, database: SQLDatabase) -> None:
         try:
             await asyncio.wait_for(database.disconnect(), self.config.pool.connect_timeout)
         except Exception as exc:

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import fetch
-from proxy.catalog import CatalogMismatch, CatalogUnavailable, check_live, sqlite_file
+from proxy.catalog import CatalogMismatch, CatalogUnavailable, check_live
 from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
+from proxy.sqlite_reader import sqlite_file
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port if args.port is not None else settings.server.port,
         workers=args.workers or settings.server.workers,
         log_level=settings.server.log_level,
+        access_log=settings.server.access_log,
         proxy_headers=False,
     )
     return 0

@@ -39,6 +39,7 @@ class ServerConfig:
     workers: int = 1
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
+    access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,9 @@ class AuthConfig:
 class PresignConfig:
     signing_key: str
     ttl: int = 3600
+    # A store's presigned URL is handed out again while it has at least ttl - reuse_margin
+    # seconds of validity left (0: sign every time).
+    reuse_margin: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +145,18 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AccelRedirectConfig:
+    """Hand local-file bodies to nginx: answer with ``X-Accel-Redirect: {prefix}{key}``."""
+
+    enabled: bool = False
+    prefix: str = "/protected/"  # an ``internal`` nginx location aliased to the local root
+
+
+@dataclass(frozen=True, slots=True)
 class DownloadConfig:
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
+    accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +209,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         download=_download(root.section("download")),
         source=source,
     )
+    _check_accel_redirect(settings, root)
     root.finish()
     if errors:
         raise ConfigError(errors)
@@ -239,6 +253,7 @@ def _server(s: Section) -> ServerConfig:
             "log_level", "info", choices=("critical", "error", "warning", "info", "debug")
         )
         or "info",
+        access_log=s.boolean("access_log", True),
     )
     s.finish()
     return config
@@ -301,8 +316,12 @@ def _auth(s: Section) -> AuthConfig:
 
 def _presign(s: Section) -> PresignConfig:
     config = PresignConfig(
-        signing_key=_signing_key(s, "signing_key"), ttl=s.integer("ttl", 3600, minimum=1)
+        signing_key=_signing_key(s, "signing_key"),
+        ttl=s.integer("ttl", 3600, minimum=1),
+        reuse_margin=s.integer("reuse_margin", 60, minimum=0),
     )
+    if s.has("reuse_margin") and config.reuse_margin >= config.ttl:
+        s.error("reuse_margin", f"must be less than ttl ({config.ttl})")
     s.finish()
     return config
 
@@ -491,6 +510,34 @@ def _download(s: Section) -> DownloadConfig:
     config = DownloadConfig(
         cache_control=s.string("cache_control", "no-cache") or "no-cache",
         sniff_bytes=s.integer("sniff_bytes", 2048, minimum=0),
+        accel_redirect=_accel_redirect(s.section("accel_redirect")),
     )
     s.finish()
     return config
+
+
+_URI_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+def _accel_redirect(s: Section) -> AccelRedirectConfig:
+    prefix = s.string("prefix", "/protected/") or "/protected/"
+    if not _URI_PREFIX.match(prefix):
+        s.error("prefix", f"must be a URI path starting with '/' (got {prefix!r})")
+    config = AccelRedirectConfig(
+        enabled=s.boolean("enabled", False),
+        prefix=prefix if prefix.endswith("/") else prefix + "/",
+    )
+    s.finish()
+    return config
+
+
+def _check_accel_redirect(settings: Settings, root: Section) -> None:
+    """The offload maps one nginx location to one folder, so it needs exactly one local root."""
+    if not settings.download.accel_redirect.enabled:
+        return
+    local = [b.name for b in settings.storage.backends if b.protocol == "file"]
+    if len(local) != 1:
+        root.errors.append(
+            "download.accel_redirect.enabled: needs exactly one file backend under "
+            f"storage.backends (found {len(local)})"
+        )

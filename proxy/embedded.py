@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.config import EMBEDDED_TABLE, Settings
+from proxy.sqlite_reader import sqlite_file
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {EMBEDDED_TABLE} (
@@ -52,15 +53,9 @@ class EmbeddedDocument:
     size: int | None
 
 
-def sqlite_path(url: str) -> str:
-    """``sqlite:///./var/x.db`` -> ``./var/x.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
-    path = url.split("://", 1)[1]
-    return path[1:] if path.startswith("/") else path
-
-
 def ensure_schema(settings: Settings) -> None:
     """Create the database file, its folder and the documents table when they are missing."""
-    path = sqlite_path(settings.catalog.url)
+    path = sqlite_file(settings.catalog.url)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as connection:
         connection.execute(SCHEMA)
@@ -70,7 +65,7 @@ def _connect(settings: Settings) -> sqlite3.Connection:
     if not settings.catalog.embedded:
         raise EmbeddedError("catalog.embedded is false: docproxy never writes to your database")
     ensure_schema(settings)
-    return sqlite3.connect(sqlite_path(settings.catalog.url))
+    return sqlite3.connect(sqlite_file(settings.catalog.url))
 
 
 def _local_root(settings: Settings) -> Path:

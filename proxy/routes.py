@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.accel import AccelRedirect
 from proxy.auth import Caller, TokenAuthority, TokenRequest, bearer_token
 from proxy.conditional import Validators, select_response
 from proxy.envelope import ok
@@ -23,7 +24,9 @@ class Endpoints:
         stats: StreamStats,
         cache_control: str,
         public_url: str | None,
+        accel: AccelRedirect | None = None,
     ) -> None:
+        self.accel = accel
         self.tokens = tokens
         self.documents = documents
         self.stats = stats
@@ -111,6 +114,8 @@ class Endpoints:
             "accept-ranges": "bytes",
             **validators.headers(),
         }
+        if self.accel is not None and self.accel.serves(resolved.backend.name):
+            return self.accel.response(resolved.key, headers)
         start, stop = 0, size
         if selection.byte_range is not None:
             start, stop = selection.byte_range.start, selection.byte_range.stop

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -78,12 +79,14 @@ class DocumentService:
         router: StorageRouter,
         links: LinkSigner,
         download: DownloadConfig,
+        presign_reuse_margin: int = 0,
     ) -> None:
         self.catalog = catalog
         self.router = router
         self.links = links
         self.download = download
         self.reads = ReadStats()
+        self.presigned = PresignedUrlCache(presign_reuse_margin)
 
     async def resolve_document(
         self, document_id: str, caller: Caller | None, *, failure: type[DocproxyError]
@@ -180,11 +183,21 @@ class DocumentService:
             content_disposition=resolved.content_disposition,
             content_type=resolved.content_type,
         )
-        try:
-            url = await resolved.backend.presign(request)
-        except StorageError as exc:
-            logger.error("presign of %r failed: %s", resolved.document.id, exc)
-            raise PresignFailed() from exc
+        cache_key = (
+            resolved.backend.name,
+            resolved.key,
+            resolved.content_type,
+            resolved.content_disposition,
+        )
+        url = self.presigned.get(cache_key)
+        if url is None:
+            try:
+                url = await resolved.backend.presign(request)
+            except StorageError as exc:
+                logger.error("presign of %r failed: %s", resolved.document.id, exc)
+                raise PresignFailed() from exc
+            if url is not None:
+                self.presigned.put(cache_key, url)
         return url or self.links.sign(proxy_base_url, resolved.document.id)
 
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
@@ -201,3 +214,36 @@ class DocumentService:
             async for chunk in chunks:
                 self.reads.bytes_read += len(chunk)
                 yield chunk
+
+
+class PresignedUrlCache:
+    """Store-presigned URLs that are still fresh enough to hand out again, for any backend.
+
+    Signing costs a store's SDK hundreds of microseconds (botocore's SigV4: about 330 µs), and
+    clients ask for the same hot documents over and over. A URL is reused only while its age
+    is at most ``margin`` seconds, so every URL returned keeps at least ttl - margin seconds
+    of validity. The key holds everything the URL encodes (object, type, disposition).
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, margin: int) -> None:
+        self.margin = margin
+        self._entries: dict[tuple[str, ...], tuple[str, float]] = {}
+
+    def get(self, key: tuple[str, ...]) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        url, signed_at = entry
+        if time.monotonic() - signed_at > self.margin:
+            del self._entries[key]
+            return None
+        return url
+
+    def put(self, key: tuple[str, ...], url: str) -> None:
+        if self.margin <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            del self._entries[next(iter(self._entries))]  # the oldest entry
+        self._entries[key] = (url, time.monotonic())

@@ -22,6 +22,9 @@ from proxy.errors import DownloadFailed
 
 logger = logging.getLogger("docproxy")
 
+# Bodies up to this size go out without a disconnect watcher (one storage read, one send).
+SINGLE_MESSAGE_LIMIT = 64 * 1024
+
 
 @dataclass
 class StreamStats:
@@ -78,19 +81,21 @@ class DownloadResponse(Response):
         self._failure: StorageError | None = None
         outcome = "aborted by client"
         try:
-            async with anyio.create_task_group() as group:
+            if self._is_single_message():
+                # Nothing to stop early for a body this small: a disconnect watcher task and
+                # its task group cost more than sending it (profiled on 10 KiB documents).
+                outcome = self._outcome(await self._pump(send))
+            else:
+                async with anyio.create_task_group() as group:
 
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
+                    async def watch_disconnect() -> None:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        group.cancel_scope.cancel()
+
+                    group.start_soon(watch_disconnect)
+                    outcome = self._outcome(await self._pump(send))
                     group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                if await self._pump(send):
-                    outcome = "complete"
-                elif self._failure is not None:
-                    outcome = "aborted by storage"
-                group.cancel_scope.cancel()
         finally:
             self.stats.open_streams -= 1
             self.stats.bytes_sent += self._sent
@@ -101,6 +106,15 @@ class DownloadResponse(Response):
             logger.info("download %s %s: %d bytes sent", self.label, outcome, self._sent)
         if self._failure is not None:
             raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+
+    def _is_single_message(self) -> bool:
+        length = self.headers.get("content-length")
+        return length is not None and length.isdigit() and int(length) <= SINGLE_MESSAGE_LIMIT
+
+    def _outcome(self, complete: bool) -> str:
+        if complete:
+            return "complete"
+        return "aborted by storage" if self._failure is not None else "aborted by client"
 
     async def _pump(self, send: Send) -> bool:
         """Send every chunk; False (with ``_failure`` set) when the store failed on the way."""

@@ -1,0 +1,381 @@
+"""The servers a benchmark run starts on loopback, each on a free port, and stops again.
+
+docproxy (``python -m proxy serve``, one worker), nginx (its own config: sendfile on, one
+worker), a bare Starlette JSON route (the presign baseline) and moto_server (S3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+TOKEN_KEY = "bench-token-key-0123456789abcdef"
+LINK_KEY = "bench-link-key-0123456789abcdef"
+CLIENT_ID = "bench-client"
+CLIENT_SECRET = "bench-secret"
+S3_BUCKET = "bench"
+ACCEL_PREFIX = "/protected/"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited at start:\n{read_log(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{process.args!r} did not listen on {port} within {timeout}s")
+
+
+def read_log(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children threads, from /proc, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Process:
+    """A child process with its output in a log file; ``stop`` sends SIGINT, then SIGKILL."""
+
+    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.args = args
+        self.log = log
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, port: int, timeout: float = 30.0) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=self.env
+            )
+        wait_for_port(port, self.process, timeout, self.log)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class BenchFile:
+    document_id: str
+    key: str  # path under the local root (or the S3 key)
+    size: int
+
+
+def make_file(path: Path, size: int) -> None:
+    """``size`` bytes of incompressible data, written in 1 MiB blocks (it stays in page cache)."""
+    block = os.urandom(min(size, 1024 * 1024))
+    with path.open("wb") as out:
+        remaining = size
+        while remaining > 0:
+            out.write(block[:remaining])
+            remaining -= len(block)
+
+
+class Docproxy:
+    """``python -m proxy serve`` with an embedded catalog and local root under ``workdir``."""
+
+    def __init__(
+        self, workdir: Path, *, s3_endpoint: str | None, accel: bool = False, name: str = "docproxy"
+    ):
+        self.workdir = workdir
+        self.name = name
+        self.root = workdir / "files"  # shared by every instance in one run, as is the catalog
+        self.root.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / f"{name}.yaml"
+        self.s3_endpoint = s3_endpoint
+        self.accel = accel
+        self.process: Process | None = None
+        self._token: str | None = None
+
+    def config(self) -> dict[str, Any]:
+        backends: dict[str, Any] = {"local": {"protocol": "file", "root": str(self.root)}}
+        if self.s3_endpoint:
+            backends["s3"] = {
+                "protocol": "s3",
+                "bucket": S3_BUCKET,
+                "endpoint_url": self.s3_endpoint,
+                "region": "us-east-1",
+                "key_env": "BENCH_S3_KEY",
+                "secret_env": "BENCH_S3_SECRET",
+            }
+        config: dict[str, Any] = {
+            # docproxy's own line per download stays on (log_level info); uvicorn's extra
+            # access line per request is off, as nginx's access_log is in its config here.
+            "server": {
+                "host": "127.0.0.1",
+                "port": self.port,
+                "workers": 1,
+                "log_level": "info",
+                "access_log": False,
+            },
+            "auth": {
+                "signing_key": TOKEN_KEY,
+                "clients": [{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}],
+            },
+            "presign": {"signing_key": LINK_KEY, "ttl": 3600},
+            "catalog": {"url": f"sqlite:///{self.workdir}/docproxy.db", "embedded": True},
+            "storage": {"default": "local", "backends": backends},
+            "download": {"cache_control": "no-cache"},
+        }
+        if self.accel:
+            config["download"]["accel_redirect"] = {"enabled": True, "prefix": ACCEL_PREFIX}
+        return config
+
+    def register(self, document_id: str, file_path: str, name: str, size: int) -> None:
+        """One catalog row, written straight into the embedded SQLite file (no copy of the file)."""
+        from proxy.config import load_settings
+        from proxy.embedded import ensure_schema, sqlite_path
+
+        settings = load_settings(self.config_path)
+        ensure_schema(settings)
+        with sqlite3.connect(sqlite_path(settings.catalog.url)) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO documents (id, file_path, name, type, size)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (document_id, file_path, name, "application/pdf", size),
+            )
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.process = Process(
+            "docproxy",
+            [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)],
+            self.log_path,
+            env,
+        )
+        self.process.start(self.port)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def token(self) -> str:
+        if self._token is None:
+            response = httpx.post(
+                f"{self.base_url}/generate-client-auth-token",
+                json={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+                timeout=10,
+            )
+            response.raise_for_status()
+            self._token = response.json()["data"]["access_token"]
+        return self._token
+
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    types {{ application/pdf pdf; }}
+    default_type application/octet-stream;
+    upstream docproxy {{
+        server 127.0.0.1:{docproxy_port};
+        keepalive 64;
+    }}
+    # The baseline: nginx serving the very files docproxy serves.
+    server {{
+        listen 127.0.0.1:{port};
+        location /files/ {{ alias {root}/; }}
+    }}
+    # docproxy behind nginx, answering with X-Accel-Redirect (row 1b).
+    server {{
+        listen 127.0.0.1:{front_port};
+        location / {{
+            proxy_pass http://docproxy;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+        location {accel_prefix} {{
+            internal;
+            alias {root}/;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx from the distribution with its own config: one worker, sendfile on, free ports."""
+
+    def __init__(self, workdir: Path, root: Path, docproxy_port: int):
+        self.binary = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+        self.workdir = workdir
+        self.root = root
+        self.docproxy_port = docproxy_port
+        self.port = free_port()
+        self.front_port = free_port()
+        self.process: Process | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.binary is not None
+
+    def version(self) -> str:
+        if not self.binary:
+            return "not installed"
+        out = subprocess.run([self.binary, "-v"], capture_output=True, text=True).stderr
+        return out.strip().split("/", 1)[-1]
+
+    def start(self) -> None:
+        assert self.binary
+        conf = self.workdir / "nginx.conf"
+        # Run as root, nginx would hand requests to "nobody", who cannot read the temp dir.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        conf.write_text(
+            NGINX_CONF.format(
+                user=user,
+                work=self.workdir,
+                port=self.port,
+                front_port=self.front_port,
+                root=self.root,
+                docproxy_port=self.docproxy_port,
+                accel_prefix=ACCEL_PREFIX,
+            )
+        )
+        self.process = Process(
+            "nginx",
+            [self.binary, "-c", str(conf), "-p", str(self.workdir), "-e", "stderr"],
+            self.workdir / "nginx.log",
+        )
+        self.process.start(self.port)
+        wait_for_port(self.front_port, self.process.process, 10, self.process.log)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop(signal.SIGQUIT)
+
+
+class StarletteBaseline:
+    """A bare Starlette route returning the presign JSON, on uvicorn with docproxy's settings."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.process = Process(
+            "starlette",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.baseline_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+            ],
+            workdir / "starlette.log",
+        )
+
+    def start(self) -> None:
+        self.process.start(self.port)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class MotoS3:
+    """moto_server on a free port with one bucket; None when moto is not installed."""
+
+    def __init__(self, workdir: Path):
+        self.binary = shutil.which("moto_server")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = Process(
+            "moto",
+            [self.binary or "moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            workdir / "moto.log",
+        )
+
+    @property
+    def available(self) -> bool:
+        return self.binary is not None
+
+    def start(self) -> None:
+        self.process.start(self.port)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4"),
+        )
+
+    def upload(self, key: str, path: Path) -> None:
+        client = self.client()
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=S3_BUCKET)
+        client.upload_file(str(path), S3_BUCKET, key)

@@ -1,0 +1,128 @@
+"""The speed-ups on the request path keep the behaviour: cached tokens still expire, a locked
+SQLite catalog is waited for off the event loop, symlinks out of the root are still refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from backends.base import InvalidKey, ObjectNotFound
+from backends.local import LocalBackend, LocalOptions
+from proxy.auth import TokenAuthority, TokenRequest
+from proxy.config import AuthConfig, ClientConfig
+from proxy.errors import Unauthorized
+from proxy.sqlite_reader import SQLiteReader
+
+
+def authority(ttl: int) -> TokenAuthority:
+    import hashlib
+
+    client = ClientConfig("c", hashlib.sha256(b"s").digest())
+    return TokenAuthority(AuthConfig(signing_key="k" * 32, token_ttl=ttl, clients=(client,)))
+
+
+def test_a_cached_token_still_expires():
+    tokens = authority(ttl=1)
+    token = tokens.issue(TokenRequest("c", "s", None, None, None, "a@b.c", "g"))
+    assert tokens.verify(token).group_name == "g"
+    assert tokens.verify(token).email == "a@b.c"  # from the cache
+    time.sleep(2.1)
+    with pytest.raises(Unauthorized):
+        tokens.verify(token)
+
+
+def test_a_token_not_yet_valid_becomes_valid():
+    tokens = authority(ttl=60)
+    token = tokens.issue(TokenRequest("c", "s", None, None, None, None, None), now=time.time() + 2)
+    with pytest.raises(Unauthorized):
+        tokens.verify(token)  # nbf/iat in the future; the signature is cached all the same
+    time.sleep(2.2)
+    assert tokens.verify(token).client_id == "c"
+
+
+def test_a_tampered_token_is_refused_even_after_the_real_one_was_cached():
+    tokens = authority(ttl=60)
+    token = tokens.issue(TokenRequest("c", "s", None, None, None, None, None))
+    tokens.verify(token)
+    head, payload, signature = token.split(".")
+    forged = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(Unauthorized):
+        tokens.verify(forged)
+
+
+def test_a_locked_sqlite_catalog_is_waited_for_in_a_thread(tmp_path):
+    path = tmp_path / "c.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE d (id TEXT PRIMARY KEY, v TEXT)")
+        db.execute("INSERT INTO d VALUES ('x', 'one')")
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute("UPDATE d SET v = 'two'")
+    reader = SQLiteReader(f"sqlite:///{path}")
+
+    async def lookup() -> tuple[str, float]:
+        ticks = 0
+
+        async def tick() -> None:  # the loop must keep running while the reader waits
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        row = await reader.fetch_one(
+            "SELECT v FROM d WHERE id = :document_id", {"document_id": "x"}
+        )
+        ticker.cancel()
+        return row["v"], ticks
+
+    threading.Timer(0.5, lambda: (writer.execute("COMMIT"), writer.close())).start()
+    value, ticks = asyncio.run(lookup())
+    assert value == "two"
+    assert ticks >= 20  # about 0.5 s of ticks: the wait did not block the event loop
+    asyncio.run(reader.disconnect())
+
+
+def test_symlinks_out_of_the_root_are_still_refused(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "in.txt").write_text("in")
+    (tmp_path / "secret.txt").write_text("secret")
+    os.symlink(tmp_path / "secret.txt", root / "out.txt")
+    os.symlink(tmp_path, root / "up")
+    os.symlink(root / "sub" / "in.txt", root / "inside-link.txt")
+    backend = LocalBackend("local", LocalOptions(root=root))
+
+    async def check() -> None:
+        await backend.open()
+        assert (await backend.stat("sub/in.txt")).size == 2
+        assert (await backend.stat("inside-link.txt")).size == 2
+        for key in ("out.txt", "up/secret.txt"):
+            with pytest.raises(InvalidKey):
+                await backend.stat(key)
+        with pytest.raises(ObjectNotFound):
+            await backend.stat("sub")  # a folder is no object
+        with pytest.raises(ObjectNotFound):
+            await backend.stat("missing.txt")
+
+    asyncio.run(check())
+
+
+def test_presigned_urls_are_reused_only_within_the_margin():
+    from proxy.service import PresignedUrlCache
+
+    cache = PresignedUrlCache(margin=1)
+    key = ("s3", "a.pdf", "application/pdf", 'attachment; filename="a.pdf"')
+    cache.put(key, "https://store/a.pdf?sig=1")
+    assert cache.get(key) == "https://store/a.pdf?sig=1"
+    assert cache.get(("s3", "a.pdf", "text/plain", 'attachment; filename="a.pdf"')) is None
+    time.sleep(1.1)
+    assert cache.get(key) is None  # older than the margin: sign again
+    off = PresignedUrlCache(margin=0)
+    off.put(key, "https://store/a.pdf?sig=2")
+    assert off.get(key) is None
