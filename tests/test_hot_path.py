@@ -63,7 +63,7 @@ def test_a_locked_sqlite_catalog_is_waited_for_in_a_thread(tmp_path):
     writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     writer.execute("BEGIN EXCLUSIVE")
     writer.execute("UPDATE d SET v = 'two'")
-    reader = SQLiteReader(f"sqlite:///{path}")
+    reader = SQLiteReader(str(path))
 
     async def lookup() -> tuple[str, float]:
         ticks = 0
