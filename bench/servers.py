@@ -168,11 +168,12 @@ class Docproxy:
     def register(self, document_id: str, file_path: str, name: str, size: int) -> None:
         """One catalog row, written straight into the embedded SQLite file (no copy of the file)."""
         from proxy.config import load_settings
-        from proxy.embedded import ensure_schema, sqlite_path
+        from proxy.embedded import ensure_schema
+        from proxy.sqlite_reader import sqlite_file
 
         settings = load_settings(self.config_path)
         ensure_schema(settings)
-        with sqlite3.connect(sqlite_path(settings.catalog.url)) as db:
+        with sqlite3.connect(sqlite_file(settings.catalog.url)) as db:
             db.execute(
                 "INSERT OR REPLACE INTO documents (id, file_path, name, type, size)"
                 " VALUES (?, ?, ?, ?, ?)",

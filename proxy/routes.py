@@ -10,7 +10,7 @@ from proxy.accel import AccelRedirect
 from proxy.auth import Caller, TokenAuthority, TokenRequest, bearer_token
 from proxy.conditional import Validators, select_response
 from proxy.envelope import ok
-from proxy.errors import DocumentIdRequired, DownloadFailed, InvalidRequest, PresignFailed
+from proxy.errors import DocumentIdRequired, DownloadFailed, InvalidRequest
 from proxy.requests import document_id_from, json_object, optional_string, required_string
 from proxy.service import DocumentService, ResolvedDocument
 from proxy.streaming import DownloadResponse, StreamStats
@@ -71,9 +71,9 @@ class Endpoints:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
         document_id = document_id_from((body or {}).get("document_id"))
-        resolved = await self.documents.resolve_document(document_id, caller, failure=PresignFailed)
         base_url = self.public_url or str(request.base_url)
-        return ok({"download_url": await self.documents.presign(resolved, base_url)})
+        url = await self.documents.presigned_url(document_id, caller, base_url)
+        return ok({"download_url": url})
 
     async def missing_id(self, request: Request) -> Response:
         self.caller(request)

@@ -44,6 +44,15 @@ logger = logging.getLogger("docproxy")
 
 
 @dataclass(frozen=True, slots=True)
+class LocatedDocument:
+    """A document this caller may have, and where its bytes would be (not yet checked)."""
+
+    document: Document
+    backend: StorageBackend
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedDocument:
     """A document that exists, may be served to this caller, and whose object is in the store."""
 
@@ -96,6 +105,13 @@ class DocumentService:
         ``caller`` is None for the proxy's own signed links: the caller was checked when the
         link was made. ``failure`` is the seed's 500 for the endpoint asking.
         """
+        located = await self.locate_document(document_id, caller, failure=failure)
+        return await self.inspect(located, failure=failure)
+
+    async def locate_document(
+        self, document_id: str, caller: Caller | None, *, failure: type[DocproxyError]
+    ) -> LocatedDocument:
+        """Catalog, tenant rule and storage routing: everything that needs no store round trip."""
         document = await self._lookup(document_id, failure)
         if document is None or document.deleted:
             raise DocumentNotFound()
@@ -113,6 +129,18 @@ class DocumentService:
             raise DocumentHasNoFilePath()
         try:
             backend, key = self.router.locate(document.file_path)
+        except InvalidKey as exc:
+            logger.warning("document %r has a refused file path: %s", document_id, exc)
+            raise DocumentNotFound() from exc
+        return LocatedDocument(document=document, backend=backend, key=key)
+
+    async def inspect(
+        self, located: LocatedDocument, *, failure: type[DocproxyError]
+    ) -> ResolvedDocument:
+        """Stat the object and settle the type, name and disposition it is served with."""
+        document, backend, key = located.document, located.backend, located.key
+        document_id = document.id
+        try:
             info = await backend.stat(key)
         except InvalidKey as exc:
             logger.warning("document %r has a refused file path: %s", document_id, exc)
@@ -125,7 +153,8 @@ class DocumentService:
             raise failure() from exc
         content_type = await self._content_type(document, backend, key, info, failure)
         filename = with_extension(
-            clean_filename(document.name or posixpath.basename(document.file_path)), content_type
+            clean_filename(document.name or posixpath.basename(document.file_path or "")),
+            content_type,
         )
         return ResolvedDocument(
             document=document,
@@ -174,8 +203,19 @@ class DocumentService:
             sniffed = sniff(head)
         return choose_type(by_name, by_column, sniffed)
 
-    async def presign(self, resolved: ResolvedDocument, proxy_base_url: str) -> str:
-        """The store's own presigned URL, or the proxy's signed link when the store cannot sign."""
+    async def presigned_url(self, document_id: str, caller: Caller, proxy_base_url: str) -> str:
+        """The store's own presigned URL, or the proxy's signed link when the store cannot sign.
+
+        A store URL signed less than ``presign.reuse_margin`` seconds ago for the same catalog
+        row is handed out again without asking the store anything (no stat, no signing): hot
+        documents then cost one catalog look-up. The object is checked when a URL is made.
+        """
+        located = await self.locate_document(document_id, caller, failure=PresignFailed)
+        cache_key = (located.backend.name, located.key, located.document)
+        url = self.presigned.get(cache_key)
+        if url is not None:
+            return url
+        resolved = await self.inspect(located, failure=PresignFailed)
         request = PresignRequest(
             key=resolved.key,
             expires_in=self.links.ttl,
@@ -183,22 +223,15 @@ class DocumentService:
             content_disposition=resolved.content_disposition,
             content_type=resolved.content_type,
         )
-        cache_key = (
-            resolved.backend.name,
-            resolved.key,
-            resolved.content_type,
-            resolved.content_disposition,
-        )
-        url = self.presigned.get(cache_key)
+        try:
+            url = await resolved.backend.presign(request)
+        except StorageError as exc:
+            logger.error("presign of %r failed: %s", document_id, exc)
+            raise PresignFailed() from exc
         if url is None:
-            try:
-                url = await resolved.backend.presign(request)
-            except StorageError as exc:
-                logger.error("presign of %r failed: %s", resolved.document.id, exc)
-                raise PresignFailed() from exc
-            if url is not None:
-                self.presigned.put(cache_key, url)
-        return url or self.links.sign(proxy_base_url, resolved.document.id)
+            return self.links.sign(proxy_base_url, document_id)
+        self.presigned.put(cache_key, url)
+        return url
 
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
@@ -222,16 +255,17 @@ class PresignedUrlCache:
     Signing costs a store's SDK hundreds of microseconds (botocore's SigV4: about 330 µs), and
     clients ask for the same hot documents over and over. A URL is reused only while its age
     is at most ``margin`` seconds, so every URL returned keeps at least ttl - margin seconds
-    of validity. The key holds everything the URL encodes (object, type, disposition).
+    of validity. The key holds the catalog row the URL was made from, so any change to it
+    (name, type, path, group, deletion) makes a new URL.
     """
 
     MAX_ENTRIES = 4096
 
     def __init__(self, margin: int) -> None:
         self.margin = margin
-        self._entries: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._entries: dict[tuple[object, ...], tuple[str, float]] = {}
 
-    def get(self, key: tuple[str, ...]) -> str | None:
+    def get(self, key: tuple[object, ...]) -> str | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -241,7 +275,7 @@ class PresignedUrlCache:
             return None
         return url
 
-    def put(self, key: tuple[str, ...], url: str) -> None:
+    def put(self, key: tuple[object, ...], url: str) -> None:
         if self.margin <= 0:
             return
         if len(self._entries) >= self.MAX_ENTRIES:

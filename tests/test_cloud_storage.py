@@ -318,14 +318,19 @@ def test_store_down_gives_the_seeds_500(make_service, catalog, tmp_path, kind):
         bucket = new_bucket(store)
         store.put(bucket, "doc.pdf", b"%PDF-1.4 soon unreachable")
         document_id = catalog.add(store.url(bucket, "doc.pdf"))
+        # Never presigned before the store goes: no still-fresh URL can be reused for it.
+        unsigned_id = catalog.add(store.url(bucket, "doc.pdf"), title="Other name.pdf")
         backend = store.backend(bucket, timeout=3)
         service = serve(make_service, catalog, {"cloud": backend}, [store])
-        assert presign(service, document_id).status_code == 200
+        first = presign(service, document_id)
+        assert first.status_code == 200
     finally:
         store.stop()
     get = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth(service), timeout=60)
     assert_envelope(get, 500, "Failed to download document")
-    assert_envelope(presign(service, document_id), 500, "Failed to generate download URL")
+    assert_envelope(presign(service, unsigned_id), 500, "Failed to generate download URL")
+    # A URL signed moments ago is handed out again without asking the store (presign.reuse_margin).
+    assert presign(service, document_id).json() == first.json()
     assert "storage failed on stat" in service.log()
 
 
