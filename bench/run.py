@@ -514,9 +514,10 @@ def render(b: Bench, nginx: Nginx | None, started: dt.datetime, mode: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def run_rows(b: Bench) -> tuple[Nginx | None, list[Callable[[], None]]]:
+def run_rows(b: Bench, stops: list[Callable[[], None]]) -> Nginx | None:
+    """Run every row; each server started is registered in ``stops`` at once, so the caller
+    stops it even when a row fails half-way."""
     plan, work = b.plan, b.work
-    stops: list[Callable[[], None]] = []
     moto = MotoS3(work)
     use_s3 = moto.available and s3_supported()
     if use_s3:
@@ -612,7 +613,7 @@ def run_rows(b: Bench) -> tuple[Nginx | None, list[Callable[[], None]]]:
             r.docproxy = f"skipped: {r.note}"
             r.note = ""
     b.log(f"docproxy log: {proxy.log_path}")
-    return nginx, stops
+    return nginx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     stops: list[Callable[[], None]] = []
     nginx = None
     try:
-        nginx, stops = run_rows(bench)
+        nginx = run_rows(bench, stops)
     finally:
         for stop in reversed(stops):
             stop()
