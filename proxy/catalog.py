@@ -424,6 +424,10 @@ class Catalog:
         raise AssertionError("unreachable")
 
     async def _fetch_on(self, database: SQLDatabase, document_id: str) -> Mapping[str, Any] | None:
+        if isinstance(database, SQLiteReader):
+            # Runs on the loop without waiting (or in a thread bounded by its busy timeout):
+            # nothing here for a timeout to cut short, and a timeout scope costs per lookup.
+            return await database.fetch_one(self._sql, {"document_id": document_id})
         timeout = self.config.pool.query_timeout
         try:
             async with asyncio.timeout(timeout), database.connection() as connection:
