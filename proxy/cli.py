@@ -13,6 +13,7 @@ from proxy import fetch
 from proxy.catalog import CatalogMismatch, CatalogUnavailable, check_live
 from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
+from proxy.malloc import tune_malloc
 from proxy.sqlite_reader import sqlite_file
 
 
@@ -42,6 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     except CatalogUnavailable as exc:
         # Not fatal: the service answers 500 until the database is back, then serves.
         print(f"docproxy: warning: catalog database unavailable at start: {exc}", file=sys.stderr)
+    tune_malloc()  # before uvicorn starts threads or worker processes
     # Workers re-create the app from the environment, so the config path travels there.
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
     uvicorn.run(
