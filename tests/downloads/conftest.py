@@ -19,6 +19,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import pytest
 from proxy.config import EMBEDDED_TABLE, load_settings
 from proxy.embedded import add_file, ensure_schema, list_documents
 from proxy.sqlite_reader import sqlite_file
-from tests.cloud_servers import Store, new_bucket
+from tests.cloud_servers import Store, new_bucket, start_store
 from tests.harness import Service, base_config, merge, write_config
 
 
@@ -41,6 +42,8 @@ class BackendSetup:
     add: Callable[[Served, bytes, str, str | None], str]
     #: (served, document id, data): replace the stored object's bytes (new ETag)
     replace: Callable[[Served, str, bytes], None]
+    #: (served, document id, first bytes): the object shrinks to its first bytes
+    cut: Callable[[Served, str, bytes], None] | None = None
     #: (served, document id) -> the object's file on disk, when the backend has one
     local_path: Callable[[Served, str], Path] | None = None
     #: the emulator kind in tests/cloud_servers.py (None: no emulator)
@@ -68,6 +71,10 @@ def _local_path(served: Served, document_id: str) -> Path:
 
 def _replace_local(served: Served, document_id: str, data: bytes) -> None:
     _local_path(served, document_id).write_bytes(data)
+
+
+def _cut_local(served: Served, document_id: str, kept: bytes) -> None:
+    os.truncate(_local_path(served, document_id), len(kept))
 
 
 def _cloud_overrides(workdir: Path, store: Store | None, bucket: str | None) -> dict[str, Any]:
@@ -99,16 +106,26 @@ def _replace_cloud(served: Served, document_id: str, data: bytes) -> None:
     served.store.put(served.bucket, _file_path(served, document_id), data)
 
 
+def _cut_cloud(served: Served, document_id: str, kept: bytes) -> None:
+    assert served.store is not None and served.bucket is not None
+    served.store.put(served.bucket, _file_path(served, document_id), kept)
+
+
 SETUPS: dict[str, BackendSetup] = {
     "local": BackendSetup(
         overrides=lambda workdir, store, bucket: {},
         add=_add_local,
         replace=_replace_local,
+        cut=_cut_local,
         local_path=_local_path,
     ),
     **{
         kind: BackendSetup(
-            overrides=_cloud_overrides, add=_add_cloud, replace=_replace_cloud, store=kind
+            overrides=_cloud_overrides,
+            add=_add_cloud,
+            replace=_replace_cloud,
+            cut=_cut_cloud if kind != "s3" else None,  # S3: see the breakable fixture
+            store=kind,
         )
         for kind in ("s3", "gcs", "az")
     },
@@ -171,29 +188,63 @@ class Served:
         return self.service.health()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    setup = SETUPS[request.param]
-    workdir = tmp_path_factory.mktemp(f"served-{request.param}")
-    store: Store | None = None
+@contextmanager
+def serve_backend(backend: str, workdir: Path, store: Store | None = None) -> Iterator[Served]:
+    """docproxy with ``backend`` as its default store (on a new bucket of ``store``)."""
+    setup = SETUPS[backend]
     bucket: str | None = None
-    if setup.store is not None:
-        # Started once per session; an absent emulator skips here (fails in CI).
-        store = request.getfixturevalue("stores")[setup.store]
+    if store is not None:
         bucket = new_bucket(store)
         # The config names its secrets by environment variable, for the service and for the
         # settings this process loads to register documents (test-only values).
         os.environ.update(store.env())
+    workdir.mkdir(parents=True, exist_ok=True)
     config = merge(base_config(workdir), setup.overrides(workdir, store, bucket))
     path = write_config(workdir / "config.yaml", config)
     env = store.env() if store is not None else {}
     service = Service(path, workdir / "service.log", env=env).start()
     try:
-        served = Served(request.param, service, workdir, setup, store=store, bucket=bucket)
+        served = Served(backend, service, workdir, setup, store=store, bucket=bucket)
         served.token = service.token()
         yield served
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    setup = SETUPS[request.param]
+    store: Store | None = None
+    if setup.store is not None:
+        # Started once per session; an absent emulator skips here (fails in CI).
+        store = request.getfixturevalue("stores")[setup.store]
+    with serve_backend(
+        request.param, tmp_path_factory.mktemp(f"served-{request.param}"), store
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+def breakable(
+    served: Served, tmp_path: Path
+) -> Iterator[tuple[Served, Callable[[str, bytes], None]]]:
+    """A served backend and ``cut(document_id, kept)``, which breaks a stored object under a
+    running download: it shrinks to its first bytes ``kept``, so that reads past them fail.
+
+    local: the file is truncated. GCS, Azure: the object is replaced by ``kept``, so
+    the next ranged read finds its end (empty answer, or 416). S3: a download is one GET for the
+    whole span, which a replaced object does not disturb, so the store itself goes away: a
+    throwaway moto server with its own docproxy, never the session's shared one.
+    """
+    if served.backend != "s3":
+        yield served, lambda document_id, kept: served.setup.cut(served, document_id, kept)
+        return
+    store = start_store("s3", tmp_path / "moto")
+    try:
+        with serve_backend("s3", tmp_path / "served", store) as own:
+            yield own, lambda document_id, kept: store.stop()
+    finally:
+        store.stop()
 
 
 @pytest.fixture(params=ACCESS)
