@@ -22,6 +22,11 @@ from backends.fsspec_common import (
 )
 from backends.options import Section
 
+# Connections to the store, shared by all downloads: a streaming download holds one for as long
+# as its client reads. botocore's default of 10 made an eleventh concurrent download wait for
+# a free connection (and time out behind slow readers).
+DEFAULT_MAX_CONNECTIONS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class S3Options:
@@ -30,6 +35,7 @@ class S3Options:
     key: str | None = None  # None: botocore's default credential chain
     secret: str | None = None
     session_token: str | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def __repr__(self) -> str:  # never print secrets into logs
         return f"S3Options(store={self.store!r}, region={self.region!r})"
@@ -53,6 +59,7 @@ class S3Backend(FsspecBackend):
             key=key,
             secret=secret,
             session_token=secret_from_env(section, "session_token_env"),
+            max_connections=section.integer("max_connections", DEFAULT_MAX_CONNECTIONS, minimum=1),
         )
 
     def _client_arguments(self, endpoint_url: str | None) -> dict[str, Any]:
@@ -77,6 +84,7 @@ class S3Backend(FsspecBackend):
             "connect_timeout": timeout,
             "read_timeout": timeout,
             "retries": {"max_attempts": 3, "mode": "standard"},
+            "max_pool_connections": self.options.max_connections,
         }
         client = self._client_arguments(self.store.endpoint_url)
         self.fs = S3FileSystem(
