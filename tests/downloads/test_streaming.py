@@ -150,11 +150,17 @@ def test_slow_readers_keep_server_memory_flat(served, huge_document):
     received: list[int] = [0] * SLOW_CLIENTS
     errors: list[BaseException] = []
     downloads: list[RawDownload] = []
+    # The clients start reading together once all 20 responses have begun: an emulator can
+    # take a while to answer 20 ranged GETs of a large object at once (moto starts about 5 a
+    # second here), and a client that finished early would hide a late one from the count.
+    all_open = threading.Event()
+    barrier = threading.Barrier(SLOW_CLIENTS, action=all_open.set, timeout=60)
 
     def slow_reader(index: int) -> None:
         try:
             download = RawDownload(served, huge_document, "direct")
             downloads.append(download)
+            barrier.wait()
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < SLOW_SECONDS:
                 allowed = int(elapsed * SLOW_RATE) - download.body_bytes
@@ -170,6 +176,7 @@ def test_slow_readers_keep_server_memory_flat(served, huge_document):
     threads = [threading.Thread(target=slow_reader, args=(i,)) for i in range(SLOW_CLIENTS)]
     for thread in threads:
         thread.start()
+    all_open.wait(timeout=60)
     started = time.monotonic()
     samples: list[tuple[float, int]] = []  # (seconds since start, RSS KiB)
     open_streams_seen = 0
