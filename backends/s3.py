@@ -22,6 +22,11 @@ from backends.fsspec_common import (
 )
 from backends.options import Section
 
+# Connections to the store, shared by all downloads: a streaming download holds one for as long
+# as its client reads. botocore's default of 10 made an eleventh concurrent download wait for
+# a free connection (and time out behind slow readers).
+DEFAULT_MAX_CONNECTIONS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class S3Options:
@@ -30,6 +35,7 @@ class S3Options:
     key: str | None = None  # None: botocore's default credential chain
     secret: str | None = None
     session_token: str | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def __repr__(self) -> str:  # never print secrets into logs
         return f"S3Options(store={self.store!r}, region={self.region!r})"
@@ -53,6 +59,7 @@ class S3Backend(FsspecBackend):
             key=key,
             secret=secret,
             session_token=secret_from_env(section, "session_token_env"),
+            max_connections=section.integer("max_connections", DEFAULT_MAX_CONNECTIONS, minimum=1),
         )
 
     def _client_arguments(self, endpoint_url: str | None) -> dict[str, Any]:
@@ -77,6 +84,7 @@ class S3Backend(FsspecBackend):
             "connect_timeout": timeout,
             "read_timeout": timeout,
             "retries": {"max_attempts": 3, "mode": "standard"},
+            "max_pool_connections": self.options.max_connections,
         }
         client = self._client_arguments(self.store.endpoint_url)
         self.fs = S3FileSystem(
@@ -136,20 +144,26 @@ class S3Backend(FsspecBackend):
             remaining = end - start
             while remaining > 0:
                 wanted = min(self.chunk_size, remaining)
-                buffer = bytearray()
+                parts: list[bytes] = []
+                got = 0
                 # The body hands out what the socket has (often 64-256 KiB): a short read is
                 # not the end, so fill the chunk until the store really has nothing more.
-                while len(buffer) < wanted:
-                    data = await self._call("read", key, body.read(wanted - len(buffer)))
+                while got < wanted:
+                    data = await self._call("read", key, body.read(wanted - got))
                     if not data:
                         break
-                    buffer += data
-                if not buffer:
+                    parts.append(data)
+                    got += len(data)
+                if not got:
                     raise StorageError(
                         f"read {self.name}:{key}: object ended {remaining} bytes early"
                     )
-                remaining -= len(buffer)
-                yield bytes(buffer)
+                remaining -= got
+                # One allocation of the chunk's size (a growing bytearray and its copy to
+                # bytes cost a realloc chain and twice the memory per download).
+                chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+                del parts
+                yield chunk
         finally:
             body.close()
 

@@ -13,6 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -129,6 +130,10 @@ class DownloadResponse(Response):
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     self._sent += len(chunk)
+                    # Once the client is gone, uvicorn's send returns at once, and a store
+                    # whose reads come from its socket buffer (aiobotocore) never blocks either:
+                    # without this the disconnect watcher's cancel would wait for the whole body.
+                    await anyio.lowlevel.checkpoint()
         except StorageError as exc:
             logger.error(
                 "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc

@@ -31,7 +31,12 @@ def test_config_names_each_bad_key(tmp_path, monkeypatch):
     found = problems(
         tmp_path,
         {
-            "s3": {"protocol": "s3", "key_env": "DOCPROXY_UNSET_VARIABLE", "regoin": "x"},
+            "s3": {
+                "protocol": "s3",
+                "key_env": "DOCPROXY_UNSET_VARIABLE",
+                "regoin": "x",
+                "max_connections": 0,
+            },
             "gcs": {"protocol": "gcs", "bucket": "b", "chunk_size": "lots"},
             "az": {"protocol": "az", "container": "c", "account_name": "acct"},
             "mem": {"protocol": "memory", "bucket": "m/n", "presign": "sometimes"},
@@ -43,6 +48,7 @@ def test_config_names_each_bad_key(tmp_path, monkeypatch):
         "storage.backends.s3.key_env: environment variable DOCPROXY_UNSET_VARIABLE is not set",
         "storage.backends.s3.secret_env: required together with key_env and secret_env",
         "storage.backends.s3.regoin: unknown key",
+        "storage.backends.s3.max_connections: must be at least 1 (got 0)",
         "storage.backends.gcs.chunk_size: must be a byte size such as 1048576 or '1MiB' "
         "(got 'lots')",
         "storage.backends.gcs.service_account_file: required to presign natively (V4 signing "
@@ -80,6 +86,7 @@ def test_config_accepts_proxy_presigning_without_keys(tmp_path):
     s3 = next(b for b in settings.storage.backends if b.name == "s3")
     assert s3.options.store.prefix == "in/here"
     assert s3.options.key is None  # botocore's default chain
+    assert s3.options.max_connections == 256  # not botocore's 10: one per streaming download
 
 
 def test_gcs_key_file_is_checked(tmp_path):

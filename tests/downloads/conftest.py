@@ -1,17 +1,25 @@
 """A running docproxy per storage backend, with a way to put documents into it.
 
-``BACKENDS`` lists the backends the download tests run on. Each entry of ``SETUPS`` gives the
-config overrides that make that backend the default and a function that stores bytes and
-registers a document for them; adding a cloud backend means adding one entry (its emulator
-fixture can call ``require_server`` when the emulator is absent).
+``BACKENDS`` lists the backends the download tests run on: the local folder, and S3, GCS and
+Azure Blob through their emulators (moto, gcp-storage-emulator, Azurite; see
+tests/cloud_servers.py). Each entry of ``SETUPS`` gives the config overrides that make that
+backend the default, a function that stores bytes and registers a document for them in the
+embedded catalog, and one that rewrites a stored object in place. An absent emulator skips its
+backend's tests (and fails them in CI) through ``require_server``.
+
+Cloud backends are configured with ``presign: proxy``: the "link" access then gets the proxy's
+own signed link, so both accesses test docproxy's HTTP semantics, not the emulator's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,18 +27,27 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.config import load_settings
-from proxy.embedded import add_file, list_documents
+from proxy.config import EMBEDDED_TABLE, load_settings
+from proxy.embedded import add_file, ensure_schema, list_documents
+from proxy.sqlite_reader import sqlite_file
+from tests.cloud_servers import Store, new_bucket, start_store
 from tests.harness import Service, base_config, merge, write_config
 
 
 @dataclass
 class BackendSetup:
-    overrides: Callable[[Path], Mapping[str, Any]]
+    #: (workdir, emulator or None, bucket or None) -> config overrides
+    overrides: Callable[[Path, Store | None, str | None], Mapping[str, Any]]
     #: (served, data, name, type) -> document id
     add: Callable[[Served, bytes, str, str | None], str]
+    #: (served, document id, data): replace the stored object's bytes (new ETag)
+    replace: Callable[[Served, str, bytes], None]
+    #: (served, document id, first bytes): the object shrinks to its first bytes
+    cut: Callable[[Served, str, bytes], None] | None = None
     #: (served, document id) -> the object's file on disk, when the backend has one
     local_path: Callable[[Served, str], Path] | None = None
+    #: the emulator kind in tests/cloud_servers.py (None: no emulator)
+    store: str | None = None
 
 
 def _add_local(served: Served, data: bytes, name: str, type_: str | None) -> str:
@@ -42,16 +59,78 @@ def _add_local(served: Served, data: bytes, name: str, type_: str | None) -> str
         source.unlink()
 
 
-def _local_path(served: Served, document_id: str) -> Path:
+def _file_path(served: Served, document_id: str) -> str:
     settings = load_settings(served.service.config_path)
     (row,) = [d for d in list_documents(settings) if d.id == document_id]
-    return served.workdir / "files" / str(row.file_path)
+    return str(row.file_path)
+
+
+def _local_path(served: Served, document_id: str) -> Path:
+    return served.workdir / "files" / _file_path(served, document_id)
+
+
+def _replace_local(served: Served, document_id: str, data: bytes) -> None:
+    _local_path(served, document_id).write_bytes(data)
+
+
+def _cut_local(served: Served, document_id: str, kept: bytes) -> None:
+    os.truncate(_local_path(served, document_id), len(kept))
+
+
+def _cloud_overrides(workdir: Path, store: Store | None, bucket: str | None) -> dict[str, Any]:
+    assert store is not None and bucket is not None
+    backend = store.backend(bucket, presign="proxy")
+    return {"storage": {"default": "cloud", "backends": {"cloud": backend}}}
+
+
+def _add_cloud(served: Served, data: bytes, name: str, type_: str | None) -> str:
+    """Upload to the emulator, then register the key in the embedded catalog (by hand: the
+    ``documents add`` command copies into a local backend only)."""
+    assert served.store is not None and served.bucket is not None
+    key = f"docs/{uuid.uuid4().hex}{Path(name).suffix}"
+    served.store.put(served.bucket, key, data)
+    document_id = str(uuid.uuid4())
+    settings = load_settings(served.service.config_path)
+    ensure_schema(settings)
+    with sqlite3.connect(sqlite_file(settings.catalog.url)) as connection:
+        connection.execute(
+            f"INSERT INTO {EMBEDDED_TABLE} (id, file_path, name, type, size, checksum)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (document_id, key, name, type_, len(data), hashlib.sha256(data).hexdigest()),
+        )
+    return document_id
+
+
+def _replace_cloud(served: Served, document_id: str, data: bytes) -> None:
+    assert served.store is not None and served.bucket is not None
+    served.store.put(served.bucket, _file_path(served, document_id), data)
+
+
+def _cut_cloud(served: Served, document_id: str, kept: bytes) -> None:
+    assert served.store is not None and served.bucket is not None
+    served.store.put(served.bucket, _file_path(served, document_id), kept)
 
 
 SETUPS: dict[str, BackendSetup] = {
-    "local": BackendSetup(overrides=lambda workdir: {}, add=_add_local, local_path=_local_path),
+    "local": BackendSetup(
+        overrides=lambda workdir, store, bucket: {},
+        add=_add_local,
+        replace=_replace_local,
+        cut=_cut_local,
+        local_path=_local_path,
+    ),
+    **{
+        kind: BackendSetup(
+            overrides=_cloud_overrides,
+            add=_add_cloud,
+            replace=_replace_cloud,
+            cut=_cut_cloud if kind != "s3" else None,  # S3: see the breakable fixture
+            store=kind,
+        )
+        for kind in ("s3", "gcs", "az")
+    },
 }
-BACKENDS = ["local"]
+BACKENDS = ["local", "s3", "gcs", "az"]
 ACCESS = ["direct", "link"]
 
 
@@ -62,6 +141,8 @@ class Served:
     workdir: Path
     setup: BackendSetup
     token: str = ""
+    store: Store | None = None
+    bucket: str | None = None
     _links: dict[str, str] = field(default_factory=dict)
 
     def add(self, data: bytes, name: str = "sample.txt", type_: str | None = None) -> str:
@@ -99,23 +180,71 @@ class Served:
             timeout=30,
         )
 
+    def replace(self, document_id: str, data: bytes) -> None:
+        """Rewrite the stored object of ``document_id`` in place."""
+        self.setup.replace(self, document_id, data)
+
     def reads(self) -> dict[str, int]:
         return self.service.health()
+
+
+@contextmanager
+def serve_backend(backend: str, workdir: Path, store: Store | None = None) -> Iterator[Served]:
+    """docproxy with ``backend`` as its default store (on a new bucket of ``store``)."""
+    setup = SETUPS[backend]
+    bucket: str | None = None
+    if store is not None:
+        bucket = new_bucket(store)
+        # The config names its secrets by environment variable, for the service and for the
+        # settings this process loads to register documents (test-only values).
+        os.environ.update(store.env())
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = merge(base_config(workdir), setup.overrides(workdir, store, bucket))
+    path = write_config(workdir / "config.yaml", config)
+    env = store.env() if store is not None else {}
+    service = Service(path, workdir / "service.log", env=env).start()
+    try:
+        served = Served(backend, service, workdir, setup, store=store, bucket=bucket)
+        served.token = service.token()
+        yield served
+    finally:
+        service.stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     setup = SETUPS[request.param]
-    workdir = tmp_path_factory.mktemp(f"served-{request.param}")
-    config = merge(base_config(workdir), setup.overrides(workdir))
-    path = write_config(workdir / "config.yaml", config)
-    service = Service(path, workdir / "service.log").start()
+    store: Store | None = None
+    if setup.store is not None:
+        # Started once per session; an absent emulator skips here (fails in CI).
+        store = request.getfixturevalue("stores")[setup.store]
+    with serve_backend(
+        request.param, tmp_path_factory.mktemp(f"served-{request.param}"), store
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+def breakable(
+    served: Served, tmp_path: Path
+) -> Iterator[tuple[Served, Callable[[str, bytes], None]]]:
+    """A served backend and ``cut(document_id, kept)``, which breaks a stored object under a
+    running download: it shrinks to its first bytes ``kept``, so that reads past them fail.
+
+    local: the file is truncated. GCS, Azure: the object is replaced by ``kept``, so
+    the next ranged read finds its end (empty answer, or 416). S3: a download is one GET for the
+    whole span, which a replaced object does not disturb, so the store itself goes away: a
+    throwaway moto server with its own docproxy, never the session's shared one.
+    """
+    if served.backend != "s3":
+        yield served, lambda document_id, kept: served.setup.cut(served, document_id, kept)
+        return
+    store = start_store("s3", tmp_path / "moto")
     try:
-        served = Served(request.param, service, workdir, setup)
-        served.token = service.token()
-        yield served
+        with serve_backend("s3", tmp_path / "served", store) as own:
+            yield own, lambda document_id, kept: store.stop()
     finally:
-        service.stop()
+        store.stop()
 
 
 @pytest.fixture(params=ACCESS)
