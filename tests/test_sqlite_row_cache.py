@@ -96,3 +96,83 @@ def test_the_cache_is_bounded(tmp_path, monkeypatch):
         await reader.disconnect()
 
     asyncio.run(check())
+
+
+def test_rollback_mode_skips_the_pragma_but_not_a_change(tmp_path, monkeypatch):
+    """With a rollback journal the header's change counter stands in for the pragma."""
+    path = tmp_path / "c.db"
+    make_db(path, "delete")
+    reader = SQLiteReader(str(path))
+    pragmas = 0
+    real_validate = reader.cache.validate
+
+    def counting_validate(version: int) -> None:
+        nonlocal pragmas
+        pragmas += 1
+        real_validate(version)
+
+    monkeypatch.setattr(reader.cache, "validate", counting_validate)
+
+    async def value() -> str | None:
+        row = await reader.fetch_one(QUERY, {"document_id": "x"})
+        return None if row is None else row["v"]
+
+    async def check() -> None:
+        for _ in range(5):
+            assert await value() == "one"
+        assert pragmas == 1  # the header did not move: no pragma after the first
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE d SET v = 'two' WHERE id = 'x'")
+        db.close()
+        assert await value() == "two"
+        assert pragmas == 2
+        # The file goes to WAL: the header says so, and every look-up asks the pragma.
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("PRAGMA journal_mode=wal")
+        writer.execute("UPDATE d SET v = 'three' WHERE id = 'x'")
+        assert await value() == "three"
+        for i in range(5):
+            writer.execute("UPDATE d SET v = ? WHERE id = 'x'", (f"w{i}",))
+            assert await value() == f"w{i}"
+        # ...and back to a rollback journal (which needs the file to itself for a moment).
+        await reader.disconnect()
+        writer.execute("PRAGMA journal_mode=delete")
+        await reader.connect()
+        assert await value() == "w4"
+        writer.execute("UPDATE d SET v = 'back' WHERE id = 'x'")
+        assert await value() == "back"
+        writer.execute("UPDATE d SET v = 'again' WHERE id = 'x'")
+        assert await value() == "again"
+        writer.close()
+        await reader.disconnect()
+
+    asyncio.run(check())
+
+
+def test_a_reader_reconnected_to_a_replaced_file_reads_the_new_one(tmp_path):
+    path = tmp_path / "c.db"
+    make_db(path, "delete")
+    reader = SQLiteReader(str(path))
+
+    async def value() -> str | None:
+        row = await reader.fetch_one(QUERY, {"document_id": "x"})
+        return None if row is None else row["v"]
+
+    async def check() -> None:
+        assert await value() == "one"
+        fresh = tmp_path / "fresh.db"
+        make_db(fresh, "delete")
+        with sqlite3.connect(fresh) as db:
+            db.execute("UPDATE d SET v = 'replaced' WHERE id = 'x'")
+        db.close()
+        fresh.replace(path)
+        await reader.disconnect()
+        await reader.connect()
+        assert await value() == "replaced"
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE d SET v = 'changed' WHERE id = 'x'")
+        db.close()
+        assert await value() == "changed"
+        await reader.disconnect()
+
+    asyncio.run(check())
