@@ -71,23 +71,30 @@ class LocalBackend:
         return relative_key(os.path.relpath(real, self._real_root))
 
     def _path(self, key: str) -> str:
+        return self._resolve(key)[0]
+
+    def _resolve(self, key: str) -> tuple[str, os.stat_result | None]:
+        """The real path of ``key`` under the root, and its ``lstat`` when that is its stat
+        (no symlink on the way: the walk has just taken it), else None."""
         relative = relative_key(key)
-        if _no_symlink_below(self._real_root, relative):
+        path, last = _walk_without_symlinks(self._real_root, relative)
+        if last is not None:
             # The root is already resolved and the key is normalised without "..": the
             # joined path is its own realpath (one lstat per key component, not per path).
-            return os.path.join(self._real_root, relative)
+            return path, last
         # realpath resolves symlinks, so a link pointing out of the root is caught here.
         real = os.path.realpath(os.path.join(self._real_root, relative))
         if os.path.commonpath([real, self._real_root]) != self._real_root:
             raise InvalidKey(f"key resolves outside the root: {key!r}")
-        return real
+        return real, None
 
     async def stat(self, key: str) -> ObjectInfo:
-        path = self._path(key)
+        path, st = self._resolve(key)
         try:
-            # On the loop, not in a thread: _path's realpath has just stat'ed every component
-            # here anyway, and one more stat is cheaper than a thread hop.
-            st = os.stat(path)
+            # On the loop, not in a thread: _resolve has just stat'ed every component here
+            # anyway (and, without a symlink on the way, its lstat of the file is its stat).
+            if st is None:
+                st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
         except OSError as exc:
@@ -104,11 +111,11 @@ class LocalBackend:
         if length <= 0:
             return
         if length <= INLINE_READ_LIMIT:
-            yield _read_span(path, start, length)
+            yield _pread_span(path, start, length)
             return
         if length <= self.chunk_size:
             # One thread hop for open, read and close: small files are the common case.
-            yield await anyio.to_thread.run_sync(_read_span, path, start, length)
+            yield await anyio.to_thread.run_sync(_pread_span, path, start, length)
             return
         try:
             handle: BinaryIO = await anyio.to_thread.run_sync(_open_at, path, start)
@@ -136,17 +143,20 @@ class LocalBackend:
         return None
 
 
-def _no_symlink_below(real_root: str, relative: str) -> bool:
-    """Whether every component of ``relative`` under ``real_root`` exists and is no symlink."""
+def _walk_without_symlinks(real_root: str, relative: str) -> tuple[str, os.stat_result | None]:
+    """``real_root/relative``, and the ``lstat`` of its last component when every component
+    exists and none is a symlink; else None for the stat."""
     current = real_root
+    st = None
     for part in relative.split("/"):
         current = os.path.join(current, part)
         try:
-            if stat.S_ISLNK(os.lstat(current).st_mode):
-                return False
+            st = os.lstat(current)
         except OSError:
-            return False  # missing: let realpath and stat give the usual answer
-    return True
+            return current, None  # missing: let realpath and stat give the usual answer
+        if stat.S_ISLNK(st.st_mode):
+            return current, None
+    return current, st
 
 
 def _open_at(path: str, offset: int) -> BinaryIO:
@@ -155,15 +165,27 @@ def _open_at(path: str, offset: int) -> BinaryIO:
     return handle
 
 
-def _read_span(path: str, offset: int, length: int) -> bytes:
+def _pread_span(path: str, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset``: open, one pread (a loop only if it comes up short), close."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read(length)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise ObjectNotFound(path) from exc
     except OSError as exc:
         raise StorageError(f"read {path!r}: {exc}") from exc
+    try:
+        data = os.pread(fd, length, offset)
+        if 0 < len(data) < length:
+            pieces = [data]
+            got = len(data)
+            while got < length and (more := os.pread(fd, length - got, offset + got)):
+                pieces.append(more)
+                got += len(more)
+            data = b"".join(pieces)
+    except OSError as exc:
+        raise StorageError(f"read {path!r}: {exc}") from exc
+    finally:
+        os.close(fd)
     if len(data) != length:
         raise StorageError(f"{path!r} ended {length - len(data)} bytes early")
     return data

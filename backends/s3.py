@@ -7,6 +7,7 @@ made once in ``open``: no round trip per URL.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -123,7 +124,12 @@ class S3Backend(FsspecBackend):
         return self.store.bucket, self._path(key).split("/", 1)[1]
 
     async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """One ranged GET for the whole span, its body read in chunks of ``chunk_size``."""
+        """One ranged GET for the whole span, its body read in chunks of ``chunk_size``.
+
+        The next chunk is read from the body while this one is sent (one chunk ahead, no more:
+        about two chunks per stream in memory), and a chunk the body handed out whole is
+        yielded as it is, without copying it.
+        """
         if end <= start:
             return
         bucket, object_key = self._bucket_and_key(key)
@@ -135,6 +141,7 @@ class S3Backend(FsspecBackend):
             ),
         )
         body = response["Body"]
+        pending: asyncio.Future[bytes] | None = None
         try:
             if response.get("ContentLength") not in (None, end - start):
                 raise StorageError(
@@ -142,29 +149,26 @@ class S3Backend(FsspecBackend):
                     f"for a {end - start}-byte range"
                 )
             remaining = end - start
-            while remaining > 0:
-                wanted = min(self.chunk_size, remaining)
-                parts: list[bytes] = []
-                got = 0
-                # The body hands out what the socket has (often 64-256 KiB): a short read is
-                # not the end, so fill the chunk until the store really has nothing more.
-                while got < wanted:
-                    data = await self._call("read", key, body.read(wanted - got))
-                    if not data:
-                        break
-                    parts.append(data)
-                    got += len(data)
-                if not got:
+            pending = asyncio.ensure_future(
+                self._call("read", key, _fill(body, min(self.chunk_size, remaining)))
+            )
+            while pending is not None:
+                data = await pending
+                pending = None
+                if not data:
                     raise StorageError(
                         f"read {self.name}:{key}: object ended {remaining} bytes early"
                     )
-                remaining -= got
-                # One allocation of the chunk's size (a growing bytearray and its copy to
-                # bytes cost a realloc chain and twice the memory per download).
-                chunk = parts[0] if len(parts) == 1 else b"".join(parts)
-                del parts
-                yield chunk
+                remaining -= len(data)
+                if remaining > 0:
+                    pending = asyncio.ensure_future(
+                        self._call("read", key, _fill(body, min(self.chunk_size, remaining)))
+                    )
+                yield data
         finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
             body.close()
 
     def _presign_native(self, request: PresignRequest) -> str:
@@ -182,3 +186,23 @@ class S3Backend(FsspecBackend):
             )
         except Exception as exc:  # no credentials in the chain, bad parameters
             raise StorageError(f"presign {self.name}:{request.key}: {exc}") from exc
+
+
+async def _fill(body: Any, wanted: int) -> bytes:
+    """Up to ``wanted`` bytes of a streaming body; fewer only at its end.
+
+    The body hands out what the socket has (often 64-256 KiB): a short read is not the end,
+    so the chunk is filled until the store really has nothing more. One piece is returned as
+    it is; several are joined once.
+    """
+    pieces: list[bytes] = []
+    got = 0
+    while got < wanted:
+        data = await body.read(wanted - got)
+        if not data:
+            break
+        pieces.append(data)
+        got += len(data)
+    if len(pieces) == 1:
+        return pieces[0]
+    return b"".join(pieces)

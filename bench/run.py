@@ -2,7 +2,9 @@
 
 Every row is docproxy ÷ its baseline measured in the same run, the median of several rounds
 that alternate between the two. ``--quick`` runs every row small and short (seconds), so CI
-keeps the benchmark working; its figures mean nothing.
+keeps the benchmark working; its figures mean nothing. ``--rows 3,6`` runs only the rows
+named (comma-separated: 1, 1b, 2, 3, 4, 4b, 5, 6) and, being partial, does not write
+``bench/results/`` (it prints the table only).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from bench.servers import (
     rss_kib,
 )
 
+ROW_NUMBERS = frozenset({"1", "1b", "2", "3", "4", "4b", "5", "6"})
 RESULTS = Path(__file__).resolve().parent / "results"
 GiB = 1024**3
 MiB = 1024**2
@@ -115,6 +118,7 @@ class Bench:
     work: Path
     log: Callable[[str], None]
     rows: list[Row] = field(default_factory=list)
+    only: frozenset[str] | None = None  # ``--rows``: the row numbers to run; None = all
     files: dict[str, BenchFile] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -590,6 +594,8 @@ def run_rows(b: Bench, stops: list[Callable[[], None]]) -> Nginx | None:
     steps.append(("5", lambda: row_slow(b, proxy)))
     if use_s3:
         steps.append(("6", lambda: row_s3_stream(b, proxy, moto)))
+    if b.only is not None:
+        steps = [(number, step) for number, step in steps if number in b.only]
     for number, step in steps:
         b.log(f"row {number}")
         try:
@@ -597,7 +603,7 @@ def run_rows(b: Bench, stops: list[Callable[[], None]]) -> Nginx | None:
         except (BenchError, OSError, RuntimeError) as exc:
             b.failures.append(f"row {number}: {exc}")
             b.rows.append(Row(number, "failed", note=str(exc)).skip(str(exc)))
-    if not use_s3:
+    if not use_s3 and (b.only is None or b.only & {"4b", "6"}):
         reason = (
             "moto_server not installed"
             if not moto.available
@@ -623,7 +629,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-save", action="store_true", help="print only; do not write bench/results/"
     )
+    parser.add_argument(
+        "--rows",
+        help="run only these rows, comma-separated (e.g. 3,6); prints only, saves nothing",
+    )
     args = parser.parse_args(argv)
+    only = None
+    if args.rows:
+        only = frozenset(r.strip() for r in args.rows.split(",") if r.strip())
+        unknown = only - ROW_NUMBERS
+        if unknown:
+            parser.error(f"unknown rows {sorted(unknown)}; known: {sorted(ROW_NUMBERS)}")
     plan = QUICK if args.quick else FULL
     started = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="docproxy-bench-"))
@@ -631,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
-    bench = Bench(plan, work, log)
+    bench = Bench(plan, work, log, only=only)
     stops: list[Callable[[], None]] = []
     nginx = None
     try:
@@ -646,9 +662,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log(f"kept {work}")
     mode = "quick smoke run, figures meaningless" if args.quick else "full run"
+    if only is not None:
+        mode += f", rows {', '.join(sorted(only))} only"
     table = render(bench, nginx, started, mode)
     print(table)
-    if not args.quick and not args.no_save:
+    if not args.quick and not args.no_save and only is None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "latest.md").write_text(table)
         (RESULTS / f"{started:%Y-%m-%d-%H%M}.md").write_text(table)

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backends.registry import backend_class
 from backends.routing import StorageRouter
 from proxy.accel import AccelRedirect
+from proxy.accesslog import FORMAT, use_direct_handler
 from proxy.auth import TokenAuthority
 from proxy.catalog import Catalog
 from proxy.config import Settings, config_path, load_settings
@@ -38,9 +39,10 @@ def configure_logging(level: str) -> None:
     """docproxy's own log lines (refusals, storage faults, download outcomes) to stderr."""
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(handler)
         logger.propagate = False
+        use_direct_handler(handler)
     logger.setLevel(level.upper())
 
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from backends.base import StorageError
+from proxy.accesslog import log_download
 from proxy.envelope import error_response
 from proxy.errors import DownloadFailed
 
@@ -104,7 +105,7 @@ class DownloadResponse(Response):
                 self.stats.completed += 1
             else:
                 self.stats.aborted += 1
-            logger.info("download %s %s: %d bytes sent", self.label, outcome, self._sent)
+            log_download(self.label, outcome, self._sent)
         if self._failure is not None:
             raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
 
