@@ -24,7 +24,7 @@ def test_tune_malloc_applies_and_exports_the_settings() -> None:
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=REPO
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "2", "524288"]
+    assert done.stdout.split() == ["True", "2", "4194304"]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -33,4 +33,4 @@ def test_an_operators_own_setting_wins() -> None:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=REPO
     )
-    assert done.stdout.split() == ["True", "4", "524288"]
+    assert done.stdout.split() == ["True", "4", "4194304"]
