@@ -195,7 +195,8 @@ def _buffer_a_chunk(body: Any, chunk_size: int) -> None:
 
     With aiohttp's default read buffer (256 KiB low / 512 KiB high water mark in aiohttp 3.14)
     it stops reading from the store part-way into the next chunk while this one is being sent,
-    and the store's connection idles (bench row 6: 0.72 -> 0.79 of a direct s3fs read).
+    and the store's connection idles (four alternating rounds: 0.70 -> 0.78 of a direct s3fs
+    read; the full bench's row 6 moved within its noise, 0.78 -> 0.77).
     Best effort: the attribute path is aiobotocore's aiohttp body (a test pins it).
     """
     content = getattr(getattr(body, "_raw_stream", None), "content", None)
