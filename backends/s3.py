@@ -126,10 +126,9 @@ class S3Backend(FsspecBackend):
     async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         """One ranged GET for the whole span, its body read in chunks of ``chunk_size``.
 
-        The next chunk is read from the body while this one is sent (one chunk ahead, no more),
-        aiohttp buffers up to two chunks from the socket meanwhile (about four chunks per
-        stream in memory at most), and a chunk the body handed out whole is yielded as it is,
-        without copying it.
+        The next chunk is read from the body while this one is sent (one chunk ahead, no more:
+        about two chunks per stream in memory), and a chunk the body handed out whole is
+        yielded as it is, without copying it.
         """
         if end <= start:
             return
@@ -142,7 +141,6 @@ class S3Backend(FsspecBackend):
             ),
         )
         body = response["Body"]
-        _buffer_a_chunk(body, self.chunk_size)
         pending: asyncio.Future[bytes] | None = None
         try:
             if response.get("ContentLength") not in (None, end - start):
@@ -188,21 +186,6 @@ class S3Backend(FsspecBackend):
             )
         except Exception as exc:  # no credentials in the chain, bad parameters
             raise StorageError(f"presign {self.name}:{request.key}: {exc}") from exc
-
-
-def _buffer_a_chunk(body: Any, chunk_size: int) -> None:
-    """Let aiohttp buffer up to two chunks of the body from the socket.
-
-    With aiohttp's default read buffer (256 KiB low / 512 KiB high water mark in aiohttp 3.14)
-    it stops reading from the store part-way into the next chunk while this one is being sent,
-    and the store's connection idles (four alternating rounds: 0.70 -> 0.78 of a direct s3fs
-    read; the full bench's row 6 moved within its noise, 0.78 -> 0.77).
-    Best effort: the attribute path is aiobotocore's aiohttp body (a test pins it).
-    """
-    content = getattr(getattr(body, "_raw_stream", None), "content", None)
-    set_read_chunk_size = getattr(content, "set_read_chunk_size", None)
-    if set_read_chunk_size is not None:
-        set_read_chunk_size(chunk_size)
 
 
 async def _fill(body: Any, wanted: int) -> bytes:

@@ -205,39 +205,3 @@ async def test_cloud_backend_reads_any_span(stores, kind):
             await collect(backend.stream_range(backend.key_for("absent.bin"), 0, 10), 4096)
     finally:
         await backend.close()
-
-
-MIB = 1024 * 1024
-
-
-async def test_s3_body_buffers_a_chunk_from_the_socket(stores, monkeypatch):
-    """aiohttp's default read buffer (256 KiB here) idled the store's connection during a send."""
-    import backends.s3
-
-    store: Store = stores["s3"]
-    bucket = new_bucket(store)
-    store.put(bucket, "buffered/object.bin", os.urandom(1_500_000))
-    os.environ.update(store.env())
-    errors: list[str] = []
-    section = Section(store.backend(bucket, chunk_size="1MiB", prefix="buffered"), "s3", errors)
-    options = backend_class(section.string("protocol")).parse_options(section)
-    section.finish()
-    assert errors == []
-    backend = backend_class("s3")("s3", options)  # type: ignore[call-arg]
-    bodies: list = []
-    original = backends.s3._buffer_a_chunk
-
-    def spy(body, chunk_size: int) -> None:
-        bodies.append(body)
-        original(body, chunk_size)
-
-    monkeypatch.setattr(backends.s3, "_buffer_a_chunk", spy)
-    await backend.open()
-    try:
-        key = backend.key_for("object.bin")
-        assert len(await collect(backend.stream_range(key, 0, 1_500_000), MIB)) == 1_500_000
-        (body,) = bodies
-        # The aiohttp reader behind aiobotocore's body now pauses at two chunks.
-        assert body._raw_stream.content.get_read_buffer_limits() == (MIB, 2 * MIB)
-    finally:
-        await backend.close()
