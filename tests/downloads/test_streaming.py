@@ -135,6 +135,12 @@ SLOW_SECONDS = 4.0
 HUGE_SIZES = {"local": 256 * MIB}
 HUGE_SIZE_ON_EMULATORS = 64 * MIB
 
+# What one slow connection may hold, in MiB: the chunk being sent and socket-side buffers;
+# S3 also holds the chunk it reads ahead and aiohttp's read buffer (about 5.3 MiB measured,
+# against 2.5 for a local file), far below the object each client is being served.
+PER_CONNECTION_MIB = {"s3": 8}
+PER_CONNECTION_MIB_DEFAULT = 6
+
 
 @pytest.fixture(scope="module")
 def huge_document(served: Served) -> str:
@@ -207,7 +213,8 @@ def test_slow_readers_keep_server_memory_flat(served, huge_document):
         f"{read_from_store / MIB:.0f} MiB, clients took {taken / MIB:.0f} MiB"
     )
     # A few 1 MiB chunks and buffers per connection, not the 20 x 256 MiB being served...
-    assert growth_mib < SLOW_CLIENTS * 6, growth_mib
+    per_connection = PER_CONNECTION_MIB.get(served.backend, PER_CONNECTION_MIB_DEFAULT)
+    assert growth_mib < SLOW_CLIENTS * per_connection, growth_mib
     # ...and flat: while the clients took another 80 MiB, the server's memory did not follow
     # (it wobbles by a few MiB per sample as chunks are freed and allocated).
     assert late_growth_mib < 40, late_growth_mib
