@@ -149,9 +149,12 @@ class S3Backend(FsspecBackend):
                     f"for a {end - start}-byte range"
                 )
             remaining = end - start
-            pending = asyncio.ensure_future(
-                self._call("read", key, _fill(body, min(self.chunk_size, remaining)))
-            )
+
+            def read_next_chunk() -> asyncio.Future[bytes]:
+                wanted = min(self.chunk_size, remaining)
+                return asyncio.ensure_future(self._call("read", key, _fill(body, wanted)))
+
+            pending = read_next_chunk()
             while pending is not None:
                 data = await pending
                 pending = None
@@ -161,9 +164,7 @@ class S3Backend(FsspecBackend):
                     )
                 remaining -= len(data)
                 if remaining > 0:
-                    pending = asyncio.ensure_future(
-                        self._call("read", key, _fill(body, min(self.chunk_size, remaining)))
-                    )
+                    pending = read_next_chunk()
                 yield data
         finally:
             if pending is not None:
