@@ -139,13 +139,15 @@ def insert_document(
     type_: str | None = None,
     group: str | None = None,
     deleted_at: str | None = None,
+    size: int | None = None,
+    checksum: str | None = None,
 ) -> str:
     """Write a row straight into the embedded catalog (the tests may; docproxy never does)."""
     with sqlite3.connect(db_path) as connection:
         connection.execute(
             "INSERT INTO documents (id, file_path, document_url, name, type, group_name,"
-            " deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (document_id, file_path, url, name, type_, group, deleted_at),
+            " deleted_at, size, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (document_id, file_path, url, name, type_, group, deleted_at, size, checksum),
         )
     connection.close()
     return document_id

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,11 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.config import EMBEDDED_TABLE, load_settings
+from proxy.config import load_settings
 from proxy.embedded import add_file, ensure_schema, list_documents
 from proxy.sqlite_reader import sqlite_file
 from tests.cloud_servers import Store, new_bucket, start_store
 from tests.harness import Service, base_config, merge, write_config
+from tests.samples import insert_document
 
 
 @dataclass
@@ -44,8 +44,6 @@ class BackendSetup:
     replace: Callable[[Served, str, bytes], None]
     #: (served, document id, first bytes): the object shrinks to its first bytes
     cut: Callable[[Served, str, bytes], None] | None = None
-    #: (served, document id) -> the object's file on disk, when the backend has one
-    local_path: Callable[[Served, str], Path] | None = None
     #: the emulator kind in tests/cloud_servers.py (None: no emulator)
     store: str | None = None
 
@@ -89,26 +87,22 @@ def _add_cloud(served: Served, data: bytes, name: str, type_: str | None) -> str
     assert served.store is not None and served.bucket is not None
     key = f"docs/{uuid.uuid4().hex}{Path(name).suffix}"
     served.store.put(served.bucket, key, data)
-    document_id = str(uuid.uuid4())
     settings = load_settings(served.service.config_path)
     ensure_schema(settings)
-    with sqlite3.connect(sqlite_file(settings.catalog.url)) as connection:
-        connection.execute(
-            f"INSERT INTO {EMBEDDED_TABLE} (id, file_path, name, type, size, checksum)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (document_id, key, name, type_, len(data), hashlib.sha256(data).hexdigest()),
-        )
-    return document_id
+    return insert_document(
+        Path(sqlite_file(settings.catalog.url)),
+        str(uuid.uuid4()),
+        file_path=key,
+        name=name,
+        type_=type_,
+        size=len(data),
+        checksum=sha256(data),
+    )
 
 
 def _replace_cloud(served: Served, document_id: str, data: bytes) -> None:
     assert served.store is not None and served.bucket is not None
     served.store.put(served.bucket, _file_path(served, document_id), data)
-
-
-def _cut_cloud(served: Served, document_id: str, kept: bytes) -> None:
-    assert served.store is not None and served.bucket is not None
-    served.store.put(served.bucket, _file_path(served, document_id), kept)
 
 
 SETUPS: dict[str, BackendSetup] = {
@@ -117,14 +111,14 @@ SETUPS: dict[str, BackendSetup] = {
         add=_add_local,
         replace=_replace_local,
         cut=_cut_local,
-        local_path=_local_path,
     ),
     **{
         kind: BackendSetup(
             overrides=_cloud_overrides,
             add=_add_cloud,
             replace=_replace_cloud,
-            cut=_cut_cloud if kind != "s3" else None,  # S3: see the breakable fixture
+            # The object replaced by its first bytes; S3: see the breakable fixture.
+            cut=_replace_cloud if kind != "s3" else None,
             store=kind,
         )
         for kind in ("s3", "gcs", "az")
