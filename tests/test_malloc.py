@@ -12,7 +12,12 @@ import pytest
 SCRIPT = """
 import os
 from proxy.malloc import tune_malloc
-print(tune_malloc(), os.environ["MALLOC_ARENA_MAX"], os.environ["MALLOC_MMAP_THRESHOLD_"])
+print(
+    tune_malloc(),
+    os.environ["MALLOC_ARENA_MAX"],
+    os.environ["MALLOC_MMAP_THRESHOLD_"],
+    os.environ["MALLOC_TRIM_THRESHOLD_"],
+)
 """
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +29,7 @@ def test_tune_malloc_applies_and_exports_the_settings() -> None:
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=REPO
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "2", "4194304"]
+    assert done.stdout.split() == ["True", "2", "4194304", "8388608"]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -33,4 +38,4 @@ def test_an_operators_own_setting_wins() -> None:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=REPO
     )
-    assert done.stdout.split() == ["True", "4", "4194304"]
+    assert done.stdout.split() == ["True", "4", "4194304", "8388608"]
