@@ -63,9 +63,14 @@ class AuthConfig:
 class PresignConfig:
     signing_key: str
     ttl: int = 3600
-    # A store's presigned URL is handed out again while it has at least ttl - reuse_margin
+    # A presigned URL or link is handed out again while it has at least ttl - reuse_margin
     # seconds of validity left (0: sign every time).
     reuse_margin: int = 60
+
+
+def default_reuse_margin(ttl: int) -> int:
+    """60 s, but never more than a tenth of the validity: a short ttl is not eaten by reuse."""
+    return min(60, ttl // 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,10 +320,11 @@ def _auth(s: Section) -> AuthConfig:
 
 
 def _presign(s: Section) -> PresignConfig:
+    ttl = s.integer("ttl", 3600, minimum=1)
     config = PresignConfig(
         signing_key=_signing_key(s, "signing_key"),
-        ttl=s.integer("ttl", 3600, minimum=1),
-        reuse_margin=s.integer("reuse_margin", 60, minimum=0),
+        ttl=ttl,
+        reuse_margin=s.integer("reuse_margin", default_reuse_margin(ttl), minimum=0),
     )
     if s.has("reuse_margin") and config.reuse_margin >= config.ttl:
         s.error("reuse_margin", f"must be less than ttl ({config.ttl})")

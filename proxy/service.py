@@ -206,12 +206,13 @@ class DocumentService:
     async def presigned_url(self, document_id: str, caller: Caller, proxy_base_url: str) -> str:
         """The store's own presigned URL, or the proxy's signed link when the store cannot sign.
 
-        A store URL signed less than ``presign.reuse_margin`` seconds ago for the same catalog
-        row is handed out again without asking the store anything (no stat, no signing): hot
-        documents then cost one catalog look-up. The object is checked when a URL is made.
+        A URL (or link) signed less than ``presign.reuse_margin`` seconds ago for the same
+        catalog row is handed out again without asking the store anything (no stat, no
+        signing): hot documents then cost one catalog look-up. The object is checked when a URL
+        is made. Links name the proxy's base URL, so that is part of their key.
         """
         located = await self.locate_document(document_id, caller, failure=PresignFailed)
-        cache_key = (located.backend.name, located.key, located.document)
+        cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
         url = self.presigned.get(cache_key)
         if url is not None:
             return url
@@ -229,7 +230,7 @@ class DocumentService:
             logger.error("presign of %r failed: %s", document_id, exc)
             raise PresignFailed() from exc
         if url is None:
-            return self.links.sign(proxy_base_url, document_id)
+            url = self.links.sign(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
         return url
 
@@ -250,7 +251,7 @@ class DocumentService:
 
 
 class PresignedUrlCache:
-    """Store-presigned URLs that are still fresh enough to hand out again, for any backend.
+    """Presigned URLs and links still fresh enough to hand out again, for any backend.
 
     Signing costs a store's SDK hundreds of microseconds (botocore's SigV4: about 330 µs), and
     clients ask for the same hot documents over and over. A URL is reused only while its age

@@ -314,3 +314,18 @@ def test_load_settings_raises_config_error_not_yaml_errors(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert len(caught.value.problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("presign", "margin"),
+    [
+        ({"ttl": 3600}, 60),
+        ({"ttl": 300}, 30),
+        ({"ttl": 5}, 0),  # a short validity is not eaten by reuse
+        ({"ttl": 300, "reuse_margin": 100}, 100),
+        ({"ttl": 3600, "reuse_margin": 0}, 0),
+    ],
+)
+def test_presign_reuse_margin_defaults_to_a_tenth_of_the_ttl_at_most(tmp_path, presign, margin):
+    path = write_config(tmp_path / "c.yaml", merge(base_config(tmp_path), {"presign": presign}))
+    assert load_settings(path).presign.reuse_margin == margin

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -242,3 +243,28 @@ def test_ids_needing_escapes_round_trip_through_links(service, auth, tmp_path):
         run_cli(service.config_path, "documents", "add", str(source), "--id", document_id)
         link = presign(service, auth, document_id).json()["data"]["download_url"]
         assert httpx.get(link).content == document_id.encode(), document_id
+
+
+def link_expiry(response: httpx.Response) -> int:
+    return int(parse_qs(urlsplit(response.json()["data"]["download_url"]).query)["expires"][0])
+
+
+def test_a_fresh_link_is_handed_out_again_within_the_reuse_margin(make_service, tmp_path):
+    """Like stores' URLs: the same catalog row within presign.reuse_margin gets the same link
+    (no stat, no signing); with a margin of 0 every request signs a new one."""
+    reusing = make_service({"presign": {"reuse_margin": 60}})
+    signing = make_service({"presign": {"reuse_margin": 0}})
+    source = tmp_path / "r.txt"
+    source.write_bytes(b"reused")
+    run_cli(reusing.config_path, "documents", "add", str(source), "--id", "r-doc")  # one catalog
+    tokens = {s: {"Authorization": f"Bearer {s.token()}"} for s in (reusing, signing)}
+    first = {s: presign(s, tokens[s], "r-doc") for s in (reusing, signing)}
+    time.sleep(1.1)  # a new link now would expire at least a second later
+    again = {s: presign(s, tokens[s], "r-doc") for s in (reusing, signing)}
+    assert again[reusing].json() == first[reusing].json()
+    assert link_expiry(again[signing]) > link_expiry(first[signing])
+    assert httpx.get(again[reusing].json()["data"]["download_url"]).content == b"reused"
+    # The catalog is still asked every time: a row deleted meanwhile is refused at once.
+    with sqlite3.connect(tmp_path / "docproxy.db") as db:
+        db.execute("DELETE FROM documents WHERE id = 'r-doc'")
+    assert_envelope(presign(reusing, tokens[reusing], "r-doc"), 437, "Document not found")
