@@ -136,9 +136,10 @@ HUGE_SIZES = {"local": 256 * MIB}
 HUGE_SIZE_ON_EMULATORS = 64 * MIB
 
 # What one slow connection may hold, in MiB: the chunk being sent and socket-side buffers;
-# S3 also holds the chunk it reads ahead and aiohttp's read buffer (about 5.3 MiB measured,
-# against 2.5 for a local file), far below the object each client is being served.
-PER_CONNECTION_MIB = {"s3": 8}
+# S3 through the SDK also holds the chunk it reads ahead and aiohttp's read buffer (about
+# 5.3 MiB measured, against 2.5 for a local file), far below the object each client is being
+# served. S3's fast read holds the chunk being sent and at most one received.
+PER_CONNECTION_MIB = {"s3-sdk": 8}
 PER_CONNECTION_MIB_DEFAULT = 6
 
 
