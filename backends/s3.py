@@ -128,7 +128,7 @@ class S3Backend(FsspecBackend):
         self._signer = await anyio.to_thread.run_sync(make_signer)
         # docproxy's own fast reads name the endpoint it reaches the store by.
         self._reader = self._signer
-        if self.store.public_endpoint_url and self.store.endpoint_url:
+        if self.store.public_endpoint_url:
             self._reader = await anyio.to_thread.run_sync(
                 lambda: botocore.session.get_session().create_client(
                     "s3",
