@@ -34,8 +34,9 @@ class Unexpected(Exception):
 class _RangeReceiver(asyncio.BufferedProtocol):
     """Receives the head into a small buffer, then the body into chunks of ``chunk_size``.
 
-    At most one full chunk waits for the consumer: with one waiting, reading pauses, so a
-    stream holds that chunk and the one being sent, whatever the client's speed.
+    Reading pauses when a chunk is complete and the consumer is busy sending the previous one,
+    and resumes when the consumer has taken every complete chunk: a stream holds the chunk
+    being sent and one more (complete or being filled), whatever the client's speed.
     """
 
     def __init__(self, length: int, chunk_size: int) -> None:
@@ -98,7 +99,7 @@ class _RangeReceiver(asyncio.BufferedProtocol):
             except TimeoutError:
                 raise StorageError(f"no data from the store for {timeout:g}s") from None
         chunk = self._ready.popleft()
-        if self._paused:
+        if self._paused and not self._ready:
             self._paused = False
             assert self._transport is not None
             self._transport.resume_reading()
@@ -126,6 +127,8 @@ class _RangeReceiver(asyncio.BufferedProtocol):
         self._head = None
         if not self.head_received.done():
             self.head_received.set_result(None)
+        if self.status not in (200, 206):
+            return  # the consumer gives up on this answer; its body is no part of the range
         # Body bytes that came with the head (up to 64 KiB): copied into chunks, once.
         view = memoryview(body_start)
         while view and self._remaining and self._error is None:
@@ -144,7 +147,9 @@ class _RangeReceiver(asyncio.BufferedProtocol):
         self._ready.append(self._chunk)
         self._remaining -= len(self._chunk)
         self._chunk = None
-        if self._remaining and not self._paused:
+        consumer_waiting = self._wakeup is not None and not self._wakeup.done()
+        if self._remaining and not self._paused and not consumer_waiting:
+            # A chunk waits and the consumer is busy sending one: receive no third.
             assert self._transport is not None
             self._transport.pause_reading()
             self._paused = True

@@ -7,6 +7,7 @@ server: every answer the plain GET does not expect is ``Unexpected`` before the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -18,7 +19,7 @@ import pytest
 
 from backends.base import ObjectNotFound, StorageError
 from backends.options import Section
-from backends.ranged_get import Unexpected, ranged_get
+from backends.ranged_get import Unexpected, _RangeReceiver, ranged_get
 from backends.s3 import S3Backend
 from tests.cloud_servers import Store, new_bucket
 
@@ -241,3 +242,60 @@ async def test_an_unreachable_store_is_unexpected():
     listener.close()
     with pytest.raises(Unexpected, match="cannot reach the store"):
         await read(f"http://127.0.0.1:{port}/b/k", 0, 10)
+
+
+class RecordingTransport:
+    """Stands in for the socket transport: records what the receiver asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def feed(receiver: _RangeReceiver, data: bytes) -> None:
+    """What the event loop does with bytes from the socket: into the receiver's buffers."""
+    while data:
+        with receiver.get_buffer(-1) as buffer:
+            n = min(len(buffer), len(data))
+            buffer[:n] = data[:n]
+        receiver.buffer_updated(n)
+        data = data[n:]
+
+
+async def test_reading_pauses_while_a_chunk_waits_and_resumes_when_it_is_taken():
+    receiver = _RangeReceiver(4 * CHUNK, CHUNK)
+    transport = RecordingTransport()
+    receiver.connection_made(transport)  # type: ignore[arg-type]
+    feed(receiver, head("206 Partial Content", Content_Length=str(4 * CHUNK)) + BODY[:CHUNK])
+    assert transport.calls == ["pause"]  # one chunk waits, nobody takes it: no second one
+    assert await receiver.next_chunk(1) == BODY[:CHUNK]
+    assert transport.calls == ["pause", "resume"]
+    # A consumer already waiting takes the next chunk at once: no pause for it.
+    waiting = asyncio.ensure_future(receiver.next_chunk(1))
+    await asyncio.sleep(0)
+    feed(receiver, BODY[CHUNK : 2 * CHUNK])
+    assert await waiting == BODY[CHUNK : 2 * CHUNK]
+    assert transport.calls == ["pause", "resume"]
+    feed(receiver, BODY[2 * CHUNK : 4 * CHUNK])  # two at once: paused after the first
+    assert transport.calls == ["pause", "resume", "pause"]
+    assert await receiver.next_chunk(1) == BODY[2 * CHUNK : 3 * CHUNK]
+    assert await receiver.next_chunk(1) == BODY[3 * CHUNK : 4 * CHUNK]
+    assert await receiver.next_chunk(1) is None
+
+
+async def test_a_head_with_several_chunks_of_body_behind_it_is_split_into_chunks():
+    receiver = _RangeReceiver(2 * CHUNK + 9, CHUNK)
+    receiver.connection_made(RecordingTransport())  # type: ignore[arg-type]
+    data = BODY[: 2 * CHUNK + 9]
+    feed(receiver, head("206 Partial Content", Content_Length=str(len(data))) + data)
+    chunks = [await receiver.next_chunk(1) for _ in range(4)]
+    assert chunks[:3] == [data[:CHUNK], data[CHUNK : 2 * CHUNK], data[2 * CHUNK :]]
+    assert chunks[3] is None
