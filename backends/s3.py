@@ -2,8 +2,8 @@
 
 Reads go through s3fs's aiobotocore client: one ranged GET per ``stream_range``, its body
 read in bounded chunks. A big range (``fast_read_min_size``) is instead fetched with a
-presigned URL straight into chunk buffers (``backends.ranged_get``), which costs a third of
-the CPU per byte; the SDK still answers whatever that plain GET does not expect. Presigning
+presigned URL straight into chunk buffers (``backends.ranged_get``): a third of the user-space
+CPU per byte; the SDK still answers whatever that plain GET does not expect. Presigning
 is botocore's offline SigV4 query signing with clients made once in ``open``: no round trip
 per URL.
 """
