@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,29 @@ def new_bucket(store: Store) -> str:
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     store.create_bucket(bucket)
     return bucket
+
+
+@asynccontextmanager
+async def opened_backend(store: Store, bucket: str, **options: Any) -> AsyncIterator[Any]:
+    """The backend for ``bucket`` of ``store``, parsed from config like docproxy's own, opened
+    in this process (and closed afterwards)."""
+    from backends.options import Section
+    from backends.registry import backend_class
+
+    os.environ.update(store.env())
+    errors: list[str] = []
+    section = Section(store.backend(bucket, **options), "backend", errors)
+    protocol = section.string("protocol")
+    cls = backend_class(protocol)
+    parsed = cls.parse_options(section)
+    section.finish()
+    assert errors == []
+    backend = cls("backend", parsed)  # type: ignore[call-arg]
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
 
 
 @pytest.fixture(scope="session")

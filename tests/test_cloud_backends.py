@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 
 from backends.base import InvalidKey, ObjectNotFound, StorageError
-from backends.fsspec_common import FsspecBackend
 from backends.memory import MemoryBackend
 from backends.options import Section
-from backends.registry import backend_class
 from backends.routing import StorageRouter
 from proxy.config import ConfigError, parse_settings
-from tests.cloud_servers import Store, new_bucket
+from tests.cloud_servers import Store, new_bucket, opened_backend
 from tests.harness import base_config, merge
 
 
@@ -185,17 +183,7 @@ async def test_cloud_backend_reads_any_span(stores, kind):
     bucket = new_bucket(store)
     body = os.urandom(20_011)
     store.put(bucket, "spans/object.bin", body)
-    os.environ.update(store.env())
-    errors: list[str] = []
-    raw = store.backend(bucket, chunk_size=4096, prefix="spans")
-    section = Section(raw, kind, errors)
-    protocol = section.string("protocol")
-    backend: FsspecBackend = backend_class(protocol).parse_options(section)  # type: ignore[assignment]
-    section.finish()
-    assert errors == []
-    backend = backend_class(protocol)(kind, backend)  # type: ignore[call-arg]
-    await backend.open()
-    try:
+    async with opened_backend(store, bucket, chunk_size=4096, prefix="spans") as backend:
         key = backend.key_for("object.bin")
         info = await backend.stat(key)
         assert info.size == len(body) and info.etag and info.modified
@@ -203,5 +191,3 @@ async def test_cloud_backend_reads_any_span(stores, kind):
             assert await collect(backend.stream_range(key, start, end), 4096) == body[start:end]
         with pytest.raises(ObjectNotFound):
             await collect(backend.stream_range(backend.key_for("absent.bin"), 0, 10), 4096)
-    finally:
-        await backend.close()

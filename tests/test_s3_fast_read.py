@@ -21,7 +21,7 @@ from backends.base import ObjectNotFound, StorageError
 from backends.options import Section
 from backends.ranged_get import Unexpected, _RangeReceiver, ranged_get
 from backends.s3 import S3Backend
-from tests.cloud_servers import Store, new_bucket
+from tests.cloud_servers import Store, new_bucket, opened_backend
 
 CHUNK = 4096
 BODY = os.urandom(5 * CHUNK + 123)
@@ -33,19 +33,8 @@ async def s3_backend(stores, **options: object) -> AsyncIterator[S3Backend]:
     store: Store = stores["s3"]
     bucket = new_bucket(store)
     store.put(bucket, "fast/object.bin", BODY)
-    os.environ.update(store.env())
-    errors: list[str] = []
-    section = Section(store.backend(bucket, chunk_size=CHUNK, **options), "s3", errors)
-    assert section.string("protocol") == "s3"
-    parsed = S3Backend.parse_options(section)
-    section.finish()
-    assert errors == []
-    backend = S3Backend("s3", parsed)
-    await backend.open()
-    try:
+    async with opened_backend(store, bucket, chunk_size=CHUNK, **options) as backend:
         yield backend
-    finally:
-        await backend.close()
 
 
 async def chunks_of(backend: S3Backend, key: str, start: int, end: int) -> list[bytes]:
