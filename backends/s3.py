@@ -126,6 +126,8 @@ class S3Backend(FsspecBackend):
             )
 
         self._signer = await anyio.to_thread.run_sync(make_signer)
+        if self.options.fast_read_min_size is None:
+            return  # no fast reads: neither their signer nor their TLS context is needed
         # docproxy's own fast reads name the endpoint it reaches the store by.
         self._reader = self._signer
         if self.store.public_endpoint_url:
