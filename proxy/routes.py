@@ -34,13 +34,14 @@ class Endpoints:
         self.public_url = public_url
 
     def routes(self) -> list[Route]:
+        # Downloads first: the router tries routes in order, and each miss costs a regex match.
+        # "/download/" (empty id) is a download too: its id fails the check with the seed's 435.
         return [
-            Route("/generate-client-auth-token", self.generate_token, methods=["POST"]),
-            Route("/download", self.presign, methods=["POST"]),
-            Route("/download", self.missing_id, methods=["GET", "HEAD"]),
-            Route("/download/", self.missing_id, methods=["GET", "HEAD"]),
             Route("/download/{document_id:path}", self.download, methods=["GET", "HEAD"]),
             Route("/links/{document_id:path}", self.download_link, methods=["GET", "HEAD"]),
+            Route("/download", self.presign, methods=["POST"]),
+            Route("/download", self.missing_id, methods=["GET", "HEAD"]),
+            Route("/generate-client-auth-token", self.generate_token, methods=["POST"]),
             Route("/healthz", self.health, methods=["GET"]),
         ]
 
@@ -125,6 +126,7 @@ class Endpoints:
             self.documents.stream(resolved, start, stop),
             status_code=selection.status,
             headers=headers,
+            length=stop - start,
             stats=self.stats,
             label=repr(resolved.document.id),
         )
