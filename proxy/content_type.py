@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import posixpath
 import re
@@ -89,6 +90,15 @@ def choose_type(by_name: str | None, by_column: str | None, sniffed: str | None)
     if sniffed and sniffed not in ("application/x-empty",):
         return sniffed
     return OCTET_STREAM
+
+
+@functools.lru_cache(maxsize=4096)
+def declared_types(
+    name: str | None, file_path: str | None, column: str | None
+) -> tuple[str | None, str | None]:
+    """The type by the document's name (else its path's) and by its type column. Cached: the
+    same documents are served again and again, and these are string work on every download."""
+    return type_from_name(name) or type_from_name(file_path), type_from_column(column)
 
 
 def needs_sniff(by_name: str | None, by_column: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import unicodedata
@@ -52,3 +53,11 @@ def content_disposition(name: str, disposition: str = "attachment") -> str:
     if fallback != name:
         header += f"; filename*=UTF-8''{quote(name, safe=_ATTR_CHARS)}"
     return header
+
+
+@functools.lru_cache(maxsize=4096)
+def attachment(name: str, content_type: str) -> tuple[str, str]:
+    """The filename a download is saved as (cleaned, with the type's extension) and its
+    ``Content-Disposition``. Cached: hot documents repeat the same name and type."""
+    filename = with_extension(clean_filename(name), content_type)
+    return filename, content_disposition(filename)

@@ -24,14 +24,8 @@ from backends.routing import StorageRouter
 from proxy.auth import Caller
 from proxy.catalog import Catalog, CatalogError, Document
 from proxy.config import DownloadConfig
-from proxy.content_type import (
-    choose_type,
-    needs_sniff,
-    sniff,
-    type_from_column,
-    type_from_name,
-)
-from proxy.disposition import clean_filename, content_disposition, with_extension
+from proxy.content_type import choose_type, declared_types, needs_sniff, sniff
+from proxy.disposition import attachment
 from proxy.errors import (
     DocproxyError,
     DocumentHasNoFilePath,
@@ -152,9 +146,8 @@ class DocumentService:
             logger.error("document %r: storage failed on stat: %s", document_id, exc)
             raise failure() from exc
         content_type = await self._content_type(document, backend, key, info, failure)
-        filename = with_extension(
-            clean_filename(document.name or posixpath.basename(document.file_path or "")),
-            content_type,
+        filename, disposition = attachment(
+            document.name or posixpath.basename(document.file_path or ""), content_type
         )
         return ResolvedDocument(
             document=document,
@@ -163,7 +156,7 @@ class DocumentService:
             info=info,
             filename=filename,
             content_type=content_type,
-            content_disposition=content_disposition(filename),
+            content_disposition=disposition,
         )
 
     def _tenant_may_read(self, caller: Caller, document: Document) -> bool:
@@ -186,8 +179,7 @@ class DocumentService:
         info: ObjectInfo,
         failure: type[DocproxyError],
     ) -> str:
-        by_name = type_from_name(document.name) or type_from_name(document.file_path)
-        by_column = type_from_column(document.type)
+        by_name, by_column = declared_types(document.name, document.file_path, document.type)
         sniffed = None
         if needs_sniff(by_name, by_column) and self.download.sniff_bytes and info.size:
             head = b""
