@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from typing import Any
 from databases import Database
 
 from proxy.config import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
-from proxy.sqlite_reader import SQLiteReader, sqlite_file
+from proxy.sqlite_reader import ROW_CACHE_ENTRIES, SQLiteReader, sqlite_file
 
 # ``databases`` for PostgreSQL and MySQL; SQLite has its own reader with the same surface.
 SQLDatabase = Database | SQLiteReader
@@ -355,6 +356,7 @@ class Catalog:
         self._last_failure = ""
         self._closing: set[asyncio.Task[None]] = set()
         self.cache = MetadataCache(config.cache) if config.cache.ttl > 0 else None
+        self._converted: dict[str, tuple[sqlite3.Row, Document]] = {}
 
     @property
     def tenant_rule(self) -> bool:
@@ -383,6 +385,7 @@ class Catalog:
 
     async def disconnect(self) -> None:
         database, self._database = self._database, None
+        self._converted.clear()
         if database is not None:
             await self._close(database)
         if self._closing:
@@ -394,10 +397,19 @@ class Catalog:
         row = await self._fetch(document_id)
         if row is None:
             return None
+        converted = self._converted.get(document_id)
+        if converted is not None and converted[0] is row:
+            # The SQLite reader's row cache handed back the very row converted last time
+            # (rows are immutable); converting it again was most of a cached look-up's cost.
+            return converted[1]
         try:
             document = document_from_row(row, self.config.columns, self._aliased)
         except (KeyError, ValueError, TypeError) as exc:
             raise CatalogError(f"unusable row for {document_id!r}: {_describe(exc)}") from exc
+        if isinstance(row, sqlite3.Row):  # other drivers make a new row object every time
+            if document_id not in self._converted and len(self._converted) >= ROW_CACHE_ENTRIES:
+                del self._converted[next(iter(self._converted))]  # the oldest entry
+            self._converted[document_id] = (row, document)
         if self.cache is not None:
             self.cache.put(document_id, document)
         return document

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.catalog import Catalog
+from proxy.config import CatalogConfig, ColumnMap
 from proxy.sqlite_reader import SQLiteReader
 
 QUERY = "SELECT v FROM d WHERE id = :document_id"
@@ -145,3 +147,46 @@ async def test_a_reader_reconnected_to_a_replaced_file_reads_the_new_one(tmp_pat
     commit_once(path, "UPDATE d SET v = 'changed' WHERE id = 'x'")
     assert await value(reader) == "changed"
     await reader.disconnect()
+
+
+async def test_the_catalog_converts_a_cached_row_once_and_sees_changes(tmp_path):
+    """``Catalog.get`` reuses the Document made from the very row the reader's cache returns;
+    a commit gives a new row, hence a new Document."""
+    path = tmp_path / "catalog.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE documents (id TEXT PRIMARY KEY, file_path TEXT, name TEXT)")
+        db.execute("INSERT INTO documents VALUES ('a', 'a.pdf', 'one.pdf')")
+    db.close()
+    catalog = Catalog(CatalogConfig(url=f"sqlite:///{path}", columns=ColumnMap(name="name")))
+    await catalog.open()
+    try:
+        first = await catalog.get("a")
+        assert first is not None and first.name == "one.pdf"
+        assert await catalog.get("a") is first  # the same row: not converted again
+        commit_once(path, "UPDATE documents SET name = ? WHERE id = 'a'", "two.pdf")
+        second = await catalog.get("a")
+        assert second is not None and second.name == "two.pdf"
+        commit_once(path, "DELETE FROM documents WHERE id = 'a'")
+        assert await catalog.get("a") is None
+    finally:
+        await catalog.disconnect()
+
+
+async def test_the_catalogs_converted_rows_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("proxy.catalog.ROW_CACHE_ENTRIES", 8)
+    path = tmp_path / "catalog.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE documents (id TEXT PRIMARY KEY, file_path TEXT)")
+        db.executemany(
+            "INSERT INTO documents VALUES (?, ?)", [(f"d{i}", f"{i}.pdf") for i in range(50)]
+        )
+    db.close()
+    catalog = Catalog(CatalogConfig(url=f"sqlite:///{path}"))
+    await catalog.open()
+    try:
+        for i in range(50):
+            document = await catalog.get(f"d{i}")
+            assert document is not None and document.file_path == f"{i}.pdf"
+        assert len(catalog._converted) == 8
+    finally:
+        await catalog.disconnect()
