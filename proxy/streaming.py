@@ -43,12 +43,15 @@ class DownloadAborted(Exception):
 
 
 class DownloadResponse(Response):
+    """``length`` bytes from ``chunks`` (the Content-Length given in ``headers``)."""
+
     def __init__(
         self,
         chunks: AsyncIterator[bytes],
         *,
         status_code: int,
         headers: Mapping[str, str],
+        length: int,
         stats: StreamStats,
         label: str,
     ) -> None:
@@ -57,7 +60,10 @@ class DownloadResponse(Response):
         self.background = None
         self.stats = stats
         self.label = label
-        self.init_headers(headers)
+        self.length = length
+        # Starlette's init_headers, less what a download never needs (lower-casing names that
+        # are lower case already, adding a Content-Type or Content-Length it already has).
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("method") == "HEAD":
@@ -110,8 +116,7 @@ class DownloadResponse(Response):
             raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
 
     def _is_single_message(self) -> bool:
-        length = self.headers.get("content-length")
-        return length is not None and length.isdigit() and int(length) <= SINGLE_MESSAGE_LIMIT
+        return self.length <= SINGLE_MESSAGE_LIMIT
 
     def _outcome(self, complete: bool) -> str:
         if complete:
@@ -119,18 +124,19 @@ class DownloadResponse(Response):
         return "aborted by storage" if self._failure is not None else "aborted by client"
 
     async def _pump(self, send: Send) -> bool:
-        """Send every chunk; False (with ``_failure`` set) when the store failed on the way."""
+        """Send every chunk; False (with ``_failure`` set) when the store failed on the way.
+
+        The chunk that completes the body goes out as the last message: no empty message after
+        it (one ASGI send less per download, a tenth of a 10 KiB download's cost).
+        """
         try:
             async with aclosing(self.chunks) as chunks:
-                if self._first:
-                    await send(
-                        {"type": "http.response.body", "body": self._first, "more_body": True}
-                    )
-                    self._sent += len(self._first)
-                    self._first = b""
+                if self._first and await self._send_chunk(send, self._first):
+                    return True
+                self._first = b""
                 async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    self._sent += len(chunk)
+                    if await self._send_chunk(send, chunk):
+                        return True
                     # Once the client is gone, uvicorn's send returns at once, and a store
                     # whose reads come from its socket buffer (aiobotocore) never blocks either:
                     # without this the disconnect watcher's cancel would wait for the whole body.
@@ -143,3 +149,10 @@ class DownloadResponse(Response):
             return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
+
+    async def _send_chunk(self, send: Send, chunk: bytes) -> bool:
+        """Send ``chunk``; True when it was the body's last."""
+        last = self._sent + len(chunk) >= self.length
+        await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+        self._sent += len(chunk)
+        return last
