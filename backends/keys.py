@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from posixpath import normpath
 
 from backends.base import InvalidKey
 
 
+# Cached: a download normalises the same key several times (routing, stat, read), and hot
+# documents come back again and again. Refusals are raised, so never cached.
+@functools.lru_cache(maxsize=4096)
 def relative_key(path: str, prefix: str = "") -> str:
     """``prefix`` + ``path`` as a clean relative key; ``..``, absolute paths and NUL are refused."""
     if not path or "\x00" in path:
