@@ -328,6 +328,8 @@ class StarletteBaseline:
                 str(self.port),
                 "--log-level",
                 "info",
+                # docproxy runs with server.access_log false here: so does its baseline.
+                "--no-access-log",
             ],
             workdir / "starlette.log",
         )
