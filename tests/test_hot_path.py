@@ -274,3 +274,30 @@ async def test_an_empty_body_still_ends_with_one_message():
     sent = await _messages([], 0)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def test_a_cached_token_keeps_the_leeway_on_both_sides(monkeypatch):
+    import hashlib
+
+    client = ClientConfig("c", hashlib.sha256(b"s").digest())
+    tokens = TokenAuthority(
+        AuthConfig(signing_key="k" * 32, token_ttl=60, leeway=5, clients=(client,))
+    )
+    issued = 1_900_000_000
+    token = tokens.issue(TokenRequest("c", "s", None, None, None, None, None), now=issued)
+    clock = {"now": issued - 5.0}  # nbf/iat 5 s ahead: inside the leeway
+    monkeypatch.setattr(time, "time", lambda: clock["now"])
+    assert tokens.verify(token).client_id == "c"  # the full check
+    for now, accepted in [
+        (issued - 5.0, True),
+        (issued - 6.0, False),  # before nbf - leeway
+        (issued + 60 + 5.0, True),  # exp + leeway
+        (issued + 60 + 6.0, False),  # past exp + leeway
+        (issued + 30.0, True),  # and back inside: the refusals did not spoil the cache
+    ]:
+        clock["now"] = now
+        if accepted:
+            assert tokens.verify(token).client_id == "c"
+        else:
+            with pytest.raises(Unauthorized):
+                tokens.verify(token)
