@@ -186,10 +186,10 @@ class LocalBackend:
 def _walk_without_symlinks(real_root: str, relative: str) -> tuple[str, os.stat_result | None]:
     """``real_root/relative``, and the ``lstat`` of its last component when every component
     exists and none is a symlink; else None for the stat."""
-    current = real_root
+    current = real_root.rstrip("/")  # "" for the root folder "/"
     st = None
     for part in relative.split("/"):
-        current = os.path.join(current, part)
+        current = f"{current}/{part}"  # os.path.join, without its checks: both sides are clean
         try:
             st = os.lstat(current)
         except OSError:
