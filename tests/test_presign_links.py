@@ -268,3 +268,17 @@ def test_a_fresh_link_is_handed_out_again_within_the_reuse_margin(make_service, 
     with sqlite3.connect(tmp_path / "docproxy.db") as db:
         db.execute("DELETE FROM documents WHERE id = 'r-doc'")
     assert_envelope(presign(reusing, tokens[reusing], "r-doc"), 437, "Document not found")
+
+
+def test_links_follow_the_host_the_client_named(service, auth):
+    """Without server.public_url, a link's base is the request's Host (remembered per Host:
+    one Host's base never leaks into another's)."""
+    port = urlsplit(service.base_url).port
+    for host in ("docs-a.test", f"docs-b.test:{port}", "docs-a.test", "127.0.0.1"):
+        response = httpx.post(
+            f"{service.base_url}/download",
+            headers={**auth, "Host": host},
+            json={"document_id": DOCUMENT_ID},
+        )
+        link = response.json()["data"]["download_url"]
+        assert link.startswith(f"http://{host}/links/{DOCUMENT_ID}?expires="), (host, link)
