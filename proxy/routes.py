@@ -84,9 +84,10 @@ class Endpoints:
         """Starlette's ``request.base_url`` as text, remembered for what it is made of: building
         it parses the Host header into a URL, a tenth of a ``POST /download`` (profiled)."""
         scope = request.scope
+        server = scope.get("server")
         key = (
             scope.get("scheme"),
-            scope.get("server"),
+            tuple(server) if server is not None else None,  # ASGI allows a list here
             scope.get("app_root_path"),
             scope.get("root_path"),
             request.headers.get("host"),
