@@ -127,7 +127,8 @@ class DownloadResponse(Response):
         """Send every chunk; False (with ``_failure`` set) when the store failed on the way.
 
         The chunk that completes the body goes out as the last message: no empty message after
-        it (one ASGI send less per download, a tenth of a 10 KiB download's cost).
+        it (one ASGI send less per download; with the raw headers above, a 10 KiB download went
+        from 344k to 320k instructions in the app).
         """
         try:
             async with aclosing(self.chunks) as chunks:
