@@ -9,7 +9,6 @@ import logging
 import posixpath
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from backends.base import (
@@ -229,17 +228,47 @@ class DocumentService:
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
         the first chunk is asked for, so a response that never iterates never touches the store."""
-        return self._read(resolved, start, end)
+        return CountedRead(self.reads, resolved, start, end)
 
-    async def _read(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
-        self.reads.object_reads += 1
-        if (start, end) != (0, resolved.info.size):
-            self.reads.ranged_reads += 1
-        chunks = resolved.backend.stream_range(resolved.key, start, end)
-        async with aclosing(chunks):  # type: ignore[type-var]
-            async for chunk in chunks:
-                self.reads.bytes_read += len(chunk)
-                yield chunk
+
+class CountedRead:
+    """A store's ranged read, started on the first ``__anext__`` and counted in ``ReadStats``.
+
+    A plain class rather than an async generator wrapping the store's: a generator layer costs
+    the event loop's async-generator hooks, an ``aclosing`` and a frame per chunk, about 17k
+    instructions of a 10 KiB download (6 % of the app's share, counted with callgrind).
+    """
+
+    __slots__ = ("_chunks", "_end", "_reads", "_resolved", "_start")
+
+    def __init__(self, reads: ReadStats, resolved: ResolvedDocument, start: int, end: int) -> None:
+        self._reads = reads
+        self._resolved = resolved
+        self._start = start
+        self._end = end
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> CountedRead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self._chunks
+        if chunks is None:
+            self._reads.object_reads += 1
+            resolved = self._resolved
+            if (self._start, self._end) != (0, resolved.info.size):
+                self._reads.ranged_reads += 1
+            chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
+            self._chunks = chunks
+        chunk = await anext(chunks)
+        self._reads.bytes_read += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the store's read (its ``finally`` runs now, not when it is collected)."""
+        chunks = self._chunks
+        if chunks is not None:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 class PresignedUrlCache:
