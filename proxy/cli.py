@@ -55,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.server.log_level,
         access_log=settings.server.access_log,
         proxy_headers=False,
+        server_header=False,  # no "server: uvicorn" on every response (Date stays)
     )
     return 0
 

@@ -14,4 +14,7 @@ def test_service_starts_and_serves(make_service, tmp_path):
     )
     assert response.status_code == 200
     assert response.content == b"hello"
+    # A sidecar does not name its server software; the Date header HTTP asks for stays.
+    assert "server" not in response.headers
+    assert "date" in response.headers
     assert_envelope(httpx.get(f"{service.base_url}/download/x"), 403, "UNAUTHORIZED")
