@@ -27,7 +27,7 @@ class BenchError(Exception):
     """A server answered something other than the expected body."""
 
 
-def _request(method: str, path: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
+def http_request(method: str, path: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if body or method == "POST":
@@ -35,7 +35,7 @@ def _request(method: str, path: str, headers: Mapping[str, str], body: bytes = b
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+def read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         more = sock.recv(65536)
@@ -62,8 +62,8 @@ def download(
     """GET ``path`` and read the whole body into a reused buffer; the number of body bytes."""
     with socket.create_connection((HOST, port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        sock.sendall(_request("GET", path, {**(headers or {}), "Connection": "close"}))
-        status, response_headers, rest = _read_head(sock)
+        sock.sendall(http_request("GET", path, {**(headers or {}), "Connection": "close"}))
+        status, response_headers, rest = read_head(sock)
         if status != 200:
             raise BenchError(f"GET {path} on port {port}: HTTP {status}")
         length = int(response_headers["content-length"])
@@ -114,8 +114,8 @@ def slow_download(
     with socket.create_connection((HOST, port)) as sock:
         # A small receive window, so the server (not the kernel) holds what the client lags.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-        sock.sendall(_request("GET", path, {**headers, "Connection": "close"}))
-        status, _, rest = _read_head(sock)
+        sock.sendall(http_request("GET", path, {**headers, "Connection": "close"}))
+        status, _, rest = read_head(sock)
         if status != 200:
             raise BenchError(f"GET {path}: HTTP {status}")
         received = len(rest)
@@ -235,7 +235,7 @@ def load_python(
     seconds: float,
 ) -> LoadResult:
     """The fallback when wrk is absent: keep-alive requests over raw asyncio streams."""
-    request = _request(method, path, headers, body.encode())
+    request = http_request(method, path, headers, body.encode())
     latencies: list[float] = []
     errors: list[int] = []
 

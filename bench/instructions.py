@@ -14,89 +14,62 @@ import argparse
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench.clients import BenchError, http_request, read_head
 from bench.servers import REPO, Docproxy, make_file
 
 WARM_UP = 50
 SMALL = 10 * 1024
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: (\d+)\r\n", re.IGNORECASE)
 
 
-def request_bytes(kind: str, port: int, token: str) -> bytes:
-    head = f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+def request_bytes(kind: str, token: str) -> bytes:
+    auth = {"Authorization": f"Bearer {token}"}
     if kind == "download":
-        return f"GET /download/small HTTP/1.1\r\n{head}\r\n".encode()
-    body = json.dumps({"document_id": "small"})
-    return (
-        f"POST /download HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n{body}"
-    ).encode()
+        return http_request("GET", "/download/small", auth)
+    body = json.dumps({"document_id": "small"}).encode()
+    return http_request("POST", "/download", {**auth, "Content-Type": "application/json"}, body)
 
 
 def send_sequentially(port: int, request: bytes, count: int) -> None:
-    """``count`` requests, each sent once the answer before it has been read in full."""
+    """``count`` requests on one connection, each sent once the answer before it is read."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         for _ in range(count):
             sock.sendall(request)
-            answer = b""
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    raise RuntimeError("docproxy closed the connection")
-                answer += data
-                end = answer.find(b"\r\n\r\n")
-                if end < 0:
-                    continue
-                length = _CONTENT_LENGTH.search(answer[: end + 2])
-                if length and len(answer) - end - 4 >= int(length.group(1)):
-                    break
-            if not answer.startswith(b"HTTP/1.1 200 "):
-                raise RuntimeError(f"unexpected answer: {answer[:200]!r}")
+            status, headers, body = read_head(sock)
+            if status != 200:
+                raise BenchError(f"HTTP {status}: {body[:200]!r}")
+            length = int(headers["content-length"])
+            while len(body) < length:
+                more = sock.recv(65536)
+                if not more:
+                    raise BenchError(f"closed after {len(body)} of {length} body bytes")
+                body += more
 
 
-def instructions(proxy: Docproxy, kind: str, count: int, out: Path) -> int:
-    """Total instructions of one server run that answered WARM_UP + ``count`` requests."""
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "--config",
-        str(proxy.config_path),
-    ]
-    with (out.parent / f"{out.name}.log").open("wb") as log:
-        # A fixed hash seed: the same dict layouts, so the same counts, run after run.
-        env = {"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"}
-        server = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO, env=env)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"docproxy under valgrind exited; see {log.name}")
-                try:
-                    socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            request = request_bytes(kind, proxy.port, proxy.token())
-            send_sequentially(proxy.port, request, WARM_UP)
-            send_sequentially(proxy.port, request, count)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(120)
+def instructions(work: Path, kind: str, count: int, out: Path) -> int:
+    """Total instructions of one server run that issued a token and answered WARM_UP +
+    ``count`` requests (a new ``Docproxy`` each run, so each one issues its own token)."""
+    proxy = Docproxy(work, s3_endpoint=None)
+    proxy.write_config()
+    # A fixed hash seed: the same dict layouts, so the same counts, run after run.
+    proxy.start(
+        {"PYTHONHASHSEED": "0"},
+        prefix=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"],
+        timeout=300,
+    )
+    assert proxy.process is not None
+    try:
+        request = request_bytes(kind, proxy.token())
+        send_sequentially(proxy.port, request, WARM_UP)
+        send_sequentially(proxy.port, request, count)
+    finally:
+        proxy.process.stop(timeout=120)  # callgrind writes its file on a clean exit only
     match = _TOTALS.search(out.read_bytes())
     if match is None:
         raise RuntimeError(f"no instruction total in {out}")
@@ -122,16 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     # and that one-off cost would come out of the difference.
     subprocess.run([sys.executable, "-m", "compileall", "-q", "proxy", "backends"], cwd=REPO)
     with tempfile.TemporaryDirectory(prefix="docproxy-instructions-") as tmp:
-        work = Path(tmp)
-        if args.keep:
-            work = args.keep
-            work.mkdir(parents=True, exist_ok=True)
-        proxy = Docproxy(work, s3_endpoint=None)
-        proxy.write_config()
-        make_file(proxy.root / "small.pdf", SMALL)
-        proxy.register("small", "small.pdf", "small.pdf", SMALL)
-        first = instructions(proxy, args.kind, n1, work / f"callgrind.{n1}")
-        second = instructions(proxy, args.kind, n2, work / f"callgrind.{n2}")
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        catalog = Docproxy(work, s3_endpoint=None)
+        catalog.write_config()
+        make_file(catalog.root / "small.pdf", SMALL)
+        catalog.register("small", "small.pdf", "small.pdf", SMALL)
+        first = instructions(work, args.kind, n1, work / f"callgrind.{n1}")
+        second = instructions(work, args.kind, n2, work / f"callgrind.{n2}")
     per_request = (second - first) / (n2 - n1)
     print("| measurement | instructions per request |\n|---|---|")
     print(f"| {args.kind} of a {SMALL // 1024} KiB document, whole server | {per_request:,.0f} |")

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,12 @@ class Process:
         assert self.process is not None
         return self.process.pid
 
-    def stop(self, sig: int = signal.SIGINT) -> None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(sig)
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -183,14 +184,21 @@ class Docproxy:
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        prefix: Sequence[str] = (),
+        timeout: float = 30.0,
+    ) -> None:
+        """``prefix`` runs the server under another program (``bench.instructions``: valgrind)."""
         self.process = Process(
             "docproxy",
-            [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)],
+            [*prefix, sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)],
             self.log_path,
             env,
         )
-        self.process.start(self.port)
+        self.process.start(self.port, timeout)
 
     @property
     def log_path(self) -> Path:
