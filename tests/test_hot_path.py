@@ -303,7 +303,7 @@ def test_a_cached_token_keeps_the_leeway_on_both_sides(monkeypatch):
                 tokens.verify(token)
 
 
-async def test_a_counted_read_starts_on_the_first_chunk_and_closes_the_store_read(tmp_path):
+async def test_a_counted_read_starts_on_the_first_chunk_and_closes_the_store_read():
     from backends.base import ObjectInfo
     from proxy.catalog import Document
     from proxy.service import CountedRead, ReadStats, ResolvedDocument
