@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -86,19 +87,26 @@ def dialect_of(url: str) -> str:
     return catalog_scheme(url) or url.split(":", 1)[0]
 
 
-# PostgreSQL id column types compared with the bound text as they are.
-_PG_TEXT_TYPES = ("text", "character varying", "character", "name", "citext")
+# PostgreSQL types the bound text id is compared as without a cast (regtype names).
+_PG_TEXT_TYPES = ("text", "character varying", "character", "name", "citext", "unknown")
+
+# ``:document_id`` wherever SQLAlchemy's ``text()`` (under ``databases``) binds it.
+_DOCUMENT_ID = re.compile(r"(?<![:\w\\]):document_id(?![:\w])")
 
 
 def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
     """The SELECT for one document; the id is always the bound ``:document_id`` parameter.
 
-    ``id_type`` is the PostgreSQL type of a non-text id column (``bigint``, ``uuid``...): the
-    text id is cast to it in SQL, so the column's index is used and an id of the wrong shape is
-    a data error (no such document) instead of a driver refusing a ``str``.
+    ``id_type`` is the non-text type PostgreSQL gives the parameter (``bigint``, ``uuid``...):
+    the id is then bound as text and cast in SQL, because asyncpg will not send a ``str`` as a
+    number. The cast keeps the id column's index, and an id of the wrong shape is a data error
+    (no such document).
     """
+    parameter = ":document_id"
+    if id_type is not None:
+        parameter = f"CAST(CAST(:document_id AS text) AS {id_type})"
     if config.query is not None:
-        return config.query
+        return _DOCUMENT_ID.sub(parameter, config.query)
     dialect = dialect_of(config.url)
     selected = [
         f"{quote_identifier(column, dialect)} AS {quote_identifier('doc_' + field, dialect)}"
@@ -106,26 +114,36 @@ def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
         if (column := getattr(config.columns, field)) is not None
     ]
     id_column = quote_identifier(config.columns.id, dialect)
-    parameter = ":document_id"
-    if id_type is not None:
-        parameter = f"CAST(CAST(:document_id AS text) AS {id_type})"
     return (
         f"SELECT {', '.join(selected)} FROM {quote_identifier(config.table, dialect)} "
         f"WHERE {id_column} = {parameter}"
     )
 
 
-async def _postgres_id_type(database: Database, config: CatalogConfig) -> str | None:
-    """The id column's type when it is not text-like (read from the catalog, never config)."""
-    row = await database.fetch_one(
-        "SELECT format_type(a.atttypid, a.atttypmod) AS id_type FROM pg_attribute a"
-        " WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = :column",
-        {"table": quote_identifier(config.table, "postgresql"), "column": config.columns.id},
-    )
-    if row is None:
-        return None
-    id_type = str(row["id_type"])
-    return None if id_type.split("(", 1)[0] in _PG_TEXT_TYPES else id_type
+@dataclass(frozen=True, slots=True)
+class PostgresLookup:
+    """What PostgreSQL makes of the lookup: the type it gives the id (None when text-like)."""
+
+    id_type: str | None
+
+
+_PG_STATEMENT = "docproxy_lookup"
+
+
+async def inspect_postgres_lookup(database: Database, sql: str) -> PostgresLookup:
+    """Prepare the lookup in a read-only transaction and read its parameter's type."""
+    async with database.connection() as connection:
+        raw = connection.raw_connection
+        async with raw.transaction(readonly=True):
+            await raw.execute(f"PREPARE {_PG_STATEMENT} AS {_DOCUMENT_ID.sub('$1', sql)}")
+            types = await raw.fetchval(
+                "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = $1",
+                _PG_STATEMENT,
+            )
+            await raw.execute(f"DEALLOCATE {_PG_STATEMENT}")
+    id_type = types[0]
+    bare_type = id_type.rsplit(".", 1)[-1].strip('"')
+    return PostgresLookup(None if bare_type in _PG_TEXT_TYPES else id_type)
 
 
 def probe_sql(config: CatalogConfig) -> str:
@@ -320,6 +338,11 @@ def _id_cannot_exist(exc: BaseException) -> bool:
     )
 
 
+def _same_id(found: Any, document_id: str) -> bool:
+    """A number is found by its decimal form only (MySQL compares '42abc' as 42, 'abc' as 0)."""
+    return not isinstance(found, int) or str(found) == document_id
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or "no detail"
     return f"{type(exc).__name__}: {text}"
@@ -395,7 +418,7 @@ class Catalog:
         if self.cache is not None and (cached := self.cache.get(document_id)) is not None:
             return cached
         row = await self._fetch(document_id)
-        if row is None:
+        if row is None or (self._aliased and not _same_id(row["doc_id"], document_id)):
             return None
         converted = self._converted.get(document_id)
         if converted is not None and converted[0] is row:
@@ -516,10 +539,11 @@ class Catalog:
                 names = row.keys() if row is not None else []
                 available = [str(name) for name in names]
                 problems = mapping_problems(self.config, available)
+                if not problems and isinstance(database, Database) and self.dialect == "postgresql":
+                    # From the SQL as configured: a reconnect must not inspect the typed one.
+                    postgres = await inspect_postgres_lookup(database, lookup_sql(self.config))
+                    self._sql = lookup_sql(self.config, postgres.id_type)
                 if not problems:
-                    if self.dialect == "postgresql" and self.config.query is None:
-                        id_type = await _postgres_id_type(database, self.config)
-                        self._sql = lookup_sql(self.config, id_type)
                     # The real lookup, with an id that matches nothing, must run as well.
                     await database.fetch_one(self._sql, {"document_id": None})
         except TimeoutError as exc:
