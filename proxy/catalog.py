@@ -10,6 +10,7 @@ requests made while it is down (500), never a restart of docproxy.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sqlite3
@@ -122,28 +123,80 @@ def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PostgresLookup:
-    """What PostgreSQL makes of the lookup: the type it gives the id (None when text-like)."""
+    """What PostgreSQL makes of the lookup: the id's type and the functions that may write."""
 
     id_type: str | None
+    writers: list[str]
 
 
 _PG_STATEMENT = "docproxy_lookup"
+# In EXPLAIN's deparsed expressions: a function call (schema-qualified when not on the search
+# path), or a quoted name or a literal, skipped so that nothing inside them counts as a call.
+_PG_NAME = r'"(?:[^"]|"")+"|[a-z_][a-z0-9_]*'
+_PG_TOKEN = re.compile(
+    rf"(?:(?P<schema>{_PG_NAME})\.)?(?P<name>{_PG_NAME})\("
+    r"""|"(?:[^"]|"")*"|'(?:[^']|'')*'"""
+)
+# PostgreSQL requires a function that writes to be VOLATILE and PARALLEL UNSAFE.
+_PG_WRITERS = """
+SELECT DISTINCT p.oid::regprocedure::text AS writer
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN unnest($1::text[], $2::text[]) AS called(schema_name, function_name)
+  ON p.proname = called.function_name
+WHERE p.provolatile = 'v' AND p.proparallel = 'u'
+  AND (n.nspname = called.schema_name
+       OR (called.schema_name = '' AND pg_function_is_visible(p.oid)))
+ORDER BY 1
+"""
 
 
 async def inspect_postgres_lookup(database: Database, sql: str) -> PostgresLookup:
-    """Prepare the lookup in a read-only transaction and read its parameter's type."""
+    """Prepare the lookup in a read-only transaction and read its generic plan.
+
+    PostgreSQL calls a query's functions only for the rows it reads, so a lookup that matches
+    nothing cannot reveal a function that writes; the plan names every function it would call.
+    """
     async with database.connection() as connection:
         raw = connection.raw_connection
         async with raw.transaction(readonly=True):
             await raw.execute(f"PREPARE {_PG_STATEMENT} AS {_DOCUMENT_ID.sub('$1', sql)}")
+            await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             types = await raw.fetchval(
                 "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = $1",
                 _PG_STATEMENT,
             )
+            plan = await raw.fetchval(
+                f"EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE {_PG_STATEMENT}(NULL)"
+            )
             await raw.execute(f"DEALLOCATE {_PG_STATEMENT}")
+            calls = _called_functions(json.loads(plan))
+            writers: list[str] = []
+            if calls:
+                schemas, names = zip(*sorted(calls), strict=True)
+                rows = await raw.fetch(_PG_WRITERS, list(schemas), list(names))
+                writers = [row["writer"] for row in rows]
     id_type = types[0]
     bare_type = id_type.rsplit(".", 1)[-1].strip('"')
-    return PostgresLookup(None if bare_type in _PG_TEXT_TYPES else id_type)
+    return PostgresLookup(None if bare_type in _PG_TEXT_TYPES else id_type, writers)
+
+
+def _called_functions(plan: Any) -> set[tuple[str, str]]:
+    """(schema or '', name) of every function call in an EXPLAIN (FORMAT JSON) plan."""
+    if isinstance(plan, dict):
+        return set().union(*(_called_functions(value) for value in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_called_functions(value) for value in plan))
+    if not isinstance(plan, str):
+        return set()
+    return {
+        (_unquote(match["schema"] or ""), _unquote(match["name"]))
+        for match in _PG_TOKEN.finditer(plan)
+        if match["name"] is not None
+    }
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def probe_sql(config: CatalogConfig) -> str:
@@ -341,6 +394,14 @@ def _id_cannot_exist(exc: BaseException) -> bool:
 def _same_id(found: Any, document_id: str) -> bool:
     """A number is found by its decimal form only (MySQL compares '42abc' as 42, 'abc' as 0)."""
     return not isinstance(found, int) or str(found) == document_id
+
+
+def _writers_problem(writers: list[str]) -> str:
+    return (
+        f"catalog.query: calls {', '.join(writers)}, which PostgreSQL lets write to the database"
+        " (VOLATILE and PARALLEL UNSAFE); docproxy's session is read-only, so every lookup"
+        " would fail. Declare a function that only reads STABLE"
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -543,6 +604,8 @@ class Catalog:
                     # From the SQL as configured: a reconnect must not inspect the typed one.
                     postgres = await inspect_postgres_lookup(database, lookup_sql(self.config))
                     self._sql = lookup_sql(self.config, postgres.id_type)
+                    if postgres.writers:
+                        problems = [_writers_problem(postgres.writers)]
                 if not problems:
                     # The real lookup, with an id that matches nothing, must run as well.
                     await database.fetch_one(self._sql, {"document_id": None})

@@ -571,13 +571,74 @@ def test_integer_id_is_still_cast_after_a_reconnect(pg_scratch, make_service, tm
     assert get(service, "42", token).content == b"number"
 
 
+# Per server: a sequence, a function that writes and one that only reads, and the calls to them.
+WRITERS_SETUP = {
+    "postgresql": [
+        "CREATE SEQUENCE lookups",
+        "CREATE TABLE hits (id VARCHAR(200))",
+        "CREATE FUNCTION count_hit(t text) RETURNS text LANGUAGE plpgsql"
+        " AS $$ BEGIN INSERT INTO hits VALUES (t); RETURN t; END $$",
+        "CREATE FUNCTION title_of(t text) RETURNS text LANGUAGE plpgsql STABLE"
+        " AS $$ BEGIN RETURN (SELECT title FROM app_documents WHERE doc_uuid = t); END $$",
+    ],
+    "mysql": [
+        "CREATE SEQUENCE lookups",
+        "CREATE TABLE hits (id VARCHAR(200))",
+        "CREATE FUNCTION count_hit(t VARCHAR(200)) RETURNS VARCHAR(200) MODIFIES SQL DATA"
+        " BEGIN INSERT INTO hits VALUES (t); RETURN t; END",
+        "CREATE FUNCTION title_of(t VARCHAR(200)) RETURNS VARCHAR(300) READS SQL DATA"
+        " RETURN (SELECT title FROM app_documents WHERE doc_uuid = t)",
+    ],
+}
+NEXT_VALUE = {"postgresql": "nextval('lookups')", "mysql": "NEXTVAL(lookups)"}
+
+
+def test_a_query_that_writes_is_refused_by_the_check(server_scratch, make_service, tmp_path):
+    # With no row matching, the lookup the check runs never calls the function; PostgreSQL
+    # would only refuse it at the first real lookup (500 for every document).
+    scratch = server_scratch
+    scratch.run(SCHEMA, *WRITERS_SETUP[scratch.dialect])
+    add_document(scratch, tmp_path / "files", "doc-1", b"body", title="read.pdf")
+    lookup = "SELECT doc_uuid AS id, storage_key AS file_path, {} AS extra FROM app_documents"
+    lookup += " WHERE doc_uuid = :document_id"
+    for call, named in (
+        (NEXT_VALUE[scratch.dialect], "nextval"),
+        ("count_hit(doc_uuid)", "count_hit"),
+    ):
+        config = _config(tmp_path, scratch, query=lookup.format(call))
+        result = run_cli(config, "check-config", check=False)
+        assert result.returncode == 2, result
+        assert "catalog.query:" in result.stderr
+        if scratch.dialect == "postgresql":
+            assert named in result.stderr
+            assert "read-only" in result.stderr
+        else:
+            assert "READ ONLY" in result.stderr
+        assert "catalog.query:" in _serve_refused(config).stderr
+
+    # A function that only reads is accepted.
+    reads = _config(tmp_path, scratch, query=lookup.format("title_of(doc_uuid)"))
+    assert "mapping matches the live database" in run_cli(reads, "check-config").stdout
+    service = make_service(
+        {"catalog": {"embedded": False, "url": scratch.url,
+                     "query": lookup.format("title_of(doc_uuid)")}}
+    )  # fmt: skip
+    assert get(service, "doc-1", service.token()).content == b"body"
+    assert scratch.run("SELECT COUNT(*) AS n FROM hits")[0][0]["n"] == 0
+
+
 def test_postgres_session_is_read_only(pg_scratch, make_service, tmp_path):
-    # Passes the config check (no write keyword) but would advance a sequence: the read-only
-    # session refuses it, so the request fails and nothing in the database changes.
-    pg_scratch.run(SCHEMA, "CREATE SEQUENCE hits")
+    # A function labelled as safe that writes all the same gets past the check: the read-only
+    # session refuses the write, so the request fails and nothing in the database changes.
+    pg_scratch.run(
+        SCHEMA,
+        "CREATE SEQUENCE hits",
+        "CREATE FUNCTION mislabelled() RETURNS bigint LANGUAGE plpgsql PARALLEL SAFE"
+        " AS $$ BEGIN RETURN nextval('hits'); END $$",
+    )
     add_document(pg_scratch, tmp_path / "files", "doc-1", b"body")
     query = (
-        "SELECT doc_uuid AS id, storage_key AS file_path, nextval('hits') AS hit"
+        "SELECT doc_uuid AS id, storage_key AS file_path, mislabelled() AS hit"
         " FROM app_documents WHERE doc_uuid = :document_id"
     )
     service = make_service({"catalog": {"embedded": False, "url": pg_scratch.url, "query": query}})
