@@ -10,7 +10,9 @@ requests made while it is down (500), never a restart of docproxy.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -86,19 +88,26 @@ def dialect_of(url: str) -> str:
     return catalog_scheme(url) or url.split(":", 1)[0]
 
 
-# PostgreSQL id column types compared with the bound text as they are.
-_PG_TEXT_TYPES = ("text", "character varying", "character", "name", "citext")
+# PostgreSQL types the bound text id is compared as without a cast (regtype names).
+_PG_TEXT_TYPES = ("text", "character varying", "character", "name", "citext", "unknown")
+
+# ``:document_id`` wherever SQLAlchemy's ``text()`` (under ``databases``) binds it.
+_DOCUMENT_ID = re.compile(r"(?<![:\w\\]):document_id(?![:\w])")
 
 
 def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
     """The SELECT for one document; the id is always the bound ``:document_id`` parameter.
 
-    ``id_type`` is the PostgreSQL type of a non-text id column (``bigint``, ``uuid``...): the
-    text id is cast to it in SQL, so the column's index is used and an id of the wrong shape is
-    a data error (no such document) instead of a driver refusing a ``str``.
+    ``id_type`` is the non-text type PostgreSQL gives the parameter (``bigint``, ``uuid``...):
+    the id is then bound as text and cast in SQL, because asyncpg will not send a ``str`` as a
+    number. The cast keeps the id column's index, and an id of the wrong shape is a data error
+    (no such document).
     """
+    parameter = ":document_id"
+    if id_type is not None:
+        parameter = f"CAST(CAST(:document_id AS text) AS {id_type})"
     if config.query is not None:
-        return config.query
+        return _DOCUMENT_ID.sub(parameter, config.query)
     dialect = dialect_of(config.url)
     selected = [
         f"{quote_identifier(column, dialect)} AS {quote_identifier('doc_' + field, dialect)}"
@@ -106,26 +115,88 @@ def lookup_sql(config: CatalogConfig, id_type: str | None = None) -> str:
         if (column := getattr(config.columns, field)) is not None
     ]
     id_column = quote_identifier(config.columns.id, dialect)
-    parameter = ":document_id"
-    if id_type is not None:
-        parameter = f"CAST(CAST(:document_id AS text) AS {id_type})"
     return (
         f"SELECT {', '.join(selected)} FROM {quote_identifier(config.table, dialect)} "
         f"WHERE {id_column} = {parameter}"
     )
 
 
-async def _postgres_id_type(database: Database, config: CatalogConfig) -> str | None:
-    """The id column's type when it is not text-like (read from the catalog, never config)."""
-    row = await database.fetch_one(
-        "SELECT format_type(a.atttypid, a.atttypmod) AS id_type FROM pg_attribute a"
-        " WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = :column",
-        {"table": quote_identifier(config.table, "postgresql"), "column": config.columns.id},
-    )
-    if row is None:
-        return None
-    id_type = str(row["id_type"])
-    return None if id_type.split("(", 1)[0] in _PG_TEXT_TYPES else id_type
+@dataclass(frozen=True, slots=True)
+class PostgresLookup:
+    """What PostgreSQL makes of the lookup: the id's type and the functions that may write."""
+
+    id_type: str | None
+    writers: list[str]
+
+
+_PG_STATEMENT = "docproxy_lookup"
+# In EXPLAIN's deparsed expressions: a function call (schema-qualified when not on the search
+# path), or a quoted name or a literal, skipped so that nothing inside them counts as a call.
+_PG_NAME = r'"(?:[^"]|"")+"|[a-z_][a-z0-9_]*'
+_PG_TOKEN = re.compile(
+    rf"(?:(?P<schema>{_PG_NAME})\.)?(?P<name>{_PG_NAME})\("
+    r"""|"(?:[^"]|"")*"|'(?:[^']|'')*'"""
+)
+# PostgreSQL requires a function that writes to be VOLATILE and PARALLEL UNSAFE.
+_PG_WRITERS = """
+SELECT DISTINCT p.oid::regprocedure::text AS writer
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN unnest($1::text[], $2::text[]) AS called(schema_name, function_name)
+  ON p.proname = called.function_name
+WHERE p.provolatile = 'v' AND p.proparallel = 'u'
+  AND (n.nspname = called.schema_name
+       OR (called.schema_name = '' AND pg_function_is_visible(p.oid)))
+ORDER BY 1
+"""
+
+
+async def inspect_postgres_lookup(database: Database, sql: str) -> PostgresLookup:
+    """Prepare the lookup in a read-only transaction and read its generic plan.
+
+    PostgreSQL calls a query's functions only for the rows it reads, so a lookup that matches
+    nothing cannot reveal a function that writes; the plan names every function it would call.
+    """
+    async with database.connection() as connection:
+        raw = connection.raw_connection
+        async with raw.transaction(readonly=True):
+            await raw.execute(f"PREPARE {_PG_STATEMENT} AS {_DOCUMENT_ID.sub('$1', sql)}")
+            await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            types = await raw.fetchval(
+                "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = $1",
+                _PG_STATEMENT,
+            )
+            plan = await raw.fetchval(
+                f"EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE {_PG_STATEMENT}(NULL)"
+            )
+            await raw.execute(f"DEALLOCATE {_PG_STATEMENT}")
+            calls = _called_functions(json.loads(plan))
+            writers: list[str] = []
+            if calls:
+                schemas, names = zip(*sorted(calls), strict=True)
+                rows = await raw.fetch(_PG_WRITERS, list(schemas), list(names))
+                writers = [row["writer"] for row in rows]
+    id_type = types[0]
+    bare_type = id_type.rsplit(".", 1)[-1].strip('"')
+    return PostgresLookup(None if bare_type in _PG_TEXT_TYPES else id_type, writers)
+
+
+def _called_functions(plan: Any) -> set[tuple[str, str]]:
+    """(schema or '', name) of every function call in an EXPLAIN (FORMAT JSON) plan."""
+    if isinstance(plan, dict):
+        return set().union(*(_called_functions(value) for value in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_called_functions(value) for value in plan))
+    if not isinstance(plan, str):
+        return set()
+    return {
+        (_unquote(match["schema"] or ""), _unquote(match["name"]))
+        for match in _PG_TOKEN.finditer(plan)
+        if match["name"] is not None
+    }
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def probe_sql(config: CatalogConfig) -> str:
@@ -320,6 +391,19 @@ def _id_cannot_exist(exc: BaseException) -> bool:
     )
 
 
+def _same_id(found: Any, document_id: str) -> bool:
+    """A number is found by its decimal form only (MySQL compares '42abc' as 42, 'abc' as 0)."""
+    return not isinstance(found, int) or str(found) == document_id
+
+
+def _writers_problem(writers: list[str]) -> str:
+    return (
+        f"catalog.query: calls {', '.join(writers)}, which PostgreSQL lets write to the database"
+        " (VOLATILE and PARALLEL UNSAFE); docproxy's session is read-only, so every lookup"
+        " would fail. Declare a function that only reads STABLE"
+    )
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or "no detail"
     return f"{type(exc).__name__}: {text}"
@@ -395,7 +479,7 @@ class Catalog:
         if self.cache is not None and (cached := self.cache.get(document_id)) is not None:
             return cached
         row = await self._fetch(document_id)
-        if row is None:
+        if row is None or (self._aliased and not _same_id(row["doc_id"], document_id)):
             return None
         converted = self._converted.get(document_id)
         if converted is not None and converted[0] is row:
@@ -516,10 +600,13 @@ class Catalog:
                 names = row.keys() if row is not None else []
                 available = [str(name) for name in names]
                 problems = mapping_problems(self.config, available)
+                if not problems and isinstance(database, Database) and self.dialect == "postgresql":
+                    # From the SQL as configured: a reconnect must not inspect the typed one.
+                    postgres = await inspect_postgres_lookup(database, lookup_sql(self.config))
+                    self._sql = lookup_sql(self.config, postgres.id_type)
+                    if postgres.writers:
+                        problems = [_writers_problem(postgres.writers)]
                 if not problems:
-                    if self.dialect == "postgresql" and self.config.query is None:
-                        id_type = await _postgres_id_type(database, self.config)
-                        self._sql = lookup_sql(self.config, id_type)
                     # The real lookup, with an id that matches nothing, must run as well.
                     await database.fetch_one(self._sql, {"document_id": None})
         except TimeoutError as exc:

@@ -156,6 +156,13 @@ def test_lookup_sql_quotes_identifiers_and_binds_the_id():
         assert "LEFT JOIN" in probe_sql(config) and "ON 1 = 0" in probe_sql(config)
     typed = lookup_sql(CatalogConfig(url="postgresql://h/d", columns=columns), "bigint")
     assert typed.endswith('"doc_uuid" = CAST(CAST(:document_id AS text) AS bigint)')
+    query = "SELECT n AS id, p AS file_path FROM t WHERE n = :document_id OR m = :document_id"
+    custom = CatalogConfig(url="postgresql://h/d", query=query)
+    assert lookup_sql(custom) == query
+    assert lookup_sql(custom, "bigint").endswith(
+        "WHERE n = CAST(CAST(:document_id AS text) AS bigint)"
+        " OR m = CAST(CAST(:document_id AS text) AS bigint)"
+    )
 
 
 def test_mapping_problems_name_the_key_and_the_column():

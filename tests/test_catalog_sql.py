@@ -496,13 +496,149 @@ def test_typed_id_columns_answer_437_for_ids_of_the_wrong_shape(pg_scratch, make
     assert pg_scratch.tables() == {"by_number", "by_uuid"}
 
 
+# Ids that are not the number 42, whatever a server's string-to-number conversion makes of them.
+NOT_FORTY_TWO = ["abc", "42abc", "4.2", "4.2e1", "x'; DROP TABLE by_number; --", "9" * 23]
+# The README's custom query for an integer id column, per server.
+INTEGER_ID_QUERIES = {
+    "postgresql": "SELECT n AS id, path AS file_path FROM by_number"
+    " WHERE n = CAST(:document_id AS bigint)",
+    "mysql": "SELECT n AS id, path AS file_path FROM by_number"
+    " WHERE n = :document_id AND CAST(n AS CHAR) = :document_id",
+}
+
+
+def _numbered_documents(scratch: ScratchDatabase, files: Path) -> None:
+    scratch.run(
+        "CREATE TABLE by_number (n BIGINT NOT NULL PRIMARY KEY, path VARCHAR(100))",
+        "INSERT INTO by_number VALUES (0, 'zero.txt')",
+        "INSERT INTO by_number VALUES (42, 'n.txt')",
+    )
+    files.mkdir()
+    (files / "zero.txt").write_bytes(b"zero")
+    (files / "n.txt").write_bytes(b"number")
+
+
+def test_integer_id_column_is_found_by_its_number_only(scratch, make_service, tmp_path):
+    # MySQL turns '42abc' into 42 and 'abc' into 0 when comparing with a number.
+    _numbered_documents(scratch, tmp_path / "files")
+    service = make_service(
+        {"catalog": {"embedded": False, "url": scratch.url, "table": "by_number",
+                     "columns": {"id": "n", "file_path": "path"}}}
+    )  # fmt: skip
+    token = service.token()
+    assert get(service, "42", token).content == b"number"
+    assert get(service, "0", token).content == b"zero"
+    for wrong in [*NOT_FORTY_TWO, "042", "+42", " 42"]:
+        assert_envelope(get(service, wrong, token), 437, "Document not found")
+        assert_envelope(presign(service, wrong, token), 437, "Document not found")
+    assert " ERROR " not in service.log()
+
+
+def test_custom_query_recipe_for_an_integer_id(server_scratch, make_service, tmp_path):
+    scratch = server_scratch
+    _numbered_documents(scratch, tmp_path / "files")
+    queries = [INTEGER_ID_QUERIES[scratch.dialect]]
+    if scratch.dialect == "postgresql":
+        # Without the CAST, PostgreSQL infers bigint for the id all the same.
+        queries.append("SELECT n AS id, path AS file_path FROM by_number WHERE n = :document_id")
+    for query in queries:
+        service = make_service({"catalog": {"embedded": False, "url": scratch.url, "query": query}})
+        token = service.token()
+        assert get(service, "42", token).content == b"number", query
+        assert get(service, "0", token).content == b"zero", query
+        for wrong in NOT_FORTY_TWO:
+            assert_envelope(get(service, wrong, token), 437, "Document not found")
+        assert " ERROR " not in service.log()
+
+
+def test_integer_id_is_still_cast_after_a_reconnect(pg_scratch, make_service, tmp_path):
+    _numbered_documents(pg_scratch, tmp_path / "files")
+    query = (
+        "SELECT n AS id, path AS file_path, CASE WHEN n = 0 THEN pg_sleep(1)::text END AS pause"
+        " FROM by_number WHERE n = :document_id"
+    )
+    service = make_service({"catalog": {"embedded": False, "url": pg_scratch.url, "query": query}})
+    token = service.token()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool_executor:
+        pending = pool_executor.submit(get, service, "0", token)
+        time.sleep(0.4)  # the lookup is now in its one-second sleep on a pooled connection
+        assert kill_sessions(pg_scratch) >= 1
+        response = pending.result(timeout=30)
+    # Retried on a new pool, checked again: the id is still bound as text and cast.
+    assert "catalog connection lost" in service.log()
+    assert response.status_code == 200, response.text
+    assert response.content == b"zero"
+    assert get(service, "42", token).content == b"number"
+
+
+# Per server: a sequence, a function that writes and one that only reads, and the calls to them.
+WRITERS_SETUP = {
+    "postgresql": [
+        "CREATE SEQUENCE lookups",
+        "CREATE TABLE hits (id VARCHAR(200))",
+        "CREATE FUNCTION count_hit(t text) RETURNS text LANGUAGE plpgsql"
+        " AS $$ BEGIN INSERT INTO hits VALUES (t); RETURN t; END $$",
+        "CREATE FUNCTION title_of(t text) RETURNS text LANGUAGE plpgsql STABLE"
+        " AS $$ BEGIN RETURN (SELECT title FROM app_documents WHERE doc_uuid = t); END $$",
+    ],
+    "mysql": [
+        "CREATE SEQUENCE lookups",
+        "CREATE TABLE hits (id VARCHAR(200))",
+        "CREATE FUNCTION count_hit(t VARCHAR(200)) RETURNS VARCHAR(200) MODIFIES SQL DATA"
+        " BEGIN INSERT INTO hits VALUES (t); RETURN t; END",
+        "CREATE FUNCTION title_of(t VARCHAR(200)) RETURNS VARCHAR(300) READS SQL DATA"
+        " RETURN (SELECT title FROM app_documents WHERE doc_uuid = t)",
+    ],
+}
+NEXT_VALUE = {"postgresql": "nextval('lookups')", "mysql": "NEXTVAL(lookups)"}
+
+
+def test_a_query_that_writes_is_refused_by_the_check(server_scratch, make_service, tmp_path):
+    # With no row matching, the lookup the check runs never calls the function; PostgreSQL
+    # would only refuse it at the first real lookup (500 for every document).
+    scratch = server_scratch
+    scratch.run(SCHEMA, *WRITERS_SETUP[scratch.dialect])
+    add_document(scratch, tmp_path / "files", "doc-1", b"body", title="read.pdf")
+    lookup = "SELECT doc_uuid AS id, storage_key AS file_path, {} AS extra FROM app_documents"
+    lookup += " WHERE doc_uuid = :document_id"
+    for call, named in (
+        (NEXT_VALUE[scratch.dialect], "nextval"),
+        ("count_hit(doc_uuid)", "count_hit"),
+    ):
+        config = _config(tmp_path, scratch, query=lookup.format(call))
+        result = run_cli(config, "check-config", check=False)
+        assert result.returncode == 2, result
+        assert "catalog.query:" in result.stderr
+        if scratch.dialect == "postgresql":
+            assert named in result.stderr
+            assert "read-only" in result.stderr
+        else:
+            assert "READ ONLY" in result.stderr
+        assert "catalog.query:" in _serve_refused(config).stderr
+
+    # A function that only reads is accepted.
+    reads = _config(tmp_path, scratch, query=lookup.format("title_of(doc_uuid)"))
+    assert "mapping matches the live database" in run_cli(reads, "check-config").stdout
+    service = make_service(
+        {"catalog": {"embedded": False, "url": scratch.url,
+                     "query": lookup.format("title_of(doc_uuid)")}}
+    )  # fmt: skip
+    assert get(service, "doc-1", service.token()).content == b"body"
+    assert scratch.run("SELECT COUNT(*) AS n FROM hits")[0][0]["n"] == 0
+
+
 def test_postgres_session_is_read_only(pg_scratch, make_service, tmp_path):
-    # Passes the config check (no write keyword) but would advance a sequence: the read-only
-    # session refuses it, so the request fails and nothing in the database changes.
-    pg_scratch.run(SCHEMA, "CREATE SEQUENCE hits")
+    # A function labelled as safe that writes all the same gets past the check: the read-only
+    # session refuses the write, so the request fails and nothing in the database changes.
+    pg_scratch.run(
+        SCHEMA,
+        "CREATE SEQUENCE hits",
+        "CREATE FUNCTION mislabelled() RETURNS bigint LANGUAGE plpgsql PARALLEL SAFE"
+        " AS $$ BEGIN RETURN nextval('hits'); END $$",
+    )
     add_document(pg_scratch, tmp_path / "files", "doc-1", b"body")
     query = (
-        "SELECT doc_uuid AS id, storage_key AS file_path, nextval('hits') AS hit"
+        "SELECT doc_uuid AS id, storage_key AS file_path, mislabelled() AS hit"
         " FROM app_documents WHERE doc_uuid = :document_id"
     )
     service = make_service({"catalog": {"embedded": False, "url": pg_scratch.url, "query": query}})
