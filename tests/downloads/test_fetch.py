@@ -63,6 +63,14 @@ def test_fetch_names_the_file_from_content_disposition(served, tmp_path):
     assert (tmp_path / "r\u00e9sum\u00e9 d'\u00e9t\u00e9.txt").read_bytes() == b"bonjour\n"
 
 
+def test_fetch_saves_percent_and_backslash_names_as_meant(served, tmp_path):
+    # A "%41" is not decoded to "A", and a backslash (a folder separator on Windows) is "_".
+    document_id = served.add(b"exact\n", "100%41 back\\slash.txt")
+    result = run_fetch(served, document_id, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["100%41 back_slash.txt"]
+
+
 def test_fetch_resumes_a_partial_file_with_a_range(served, document, tmp_path):
     target = tmp_path / "partial.txt"
     target.write_bytes(DATA[: 2 * MIB + 17])
