@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +17,8 @@ from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_se
 from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
 from proxy.malloc import tune_malloc
 from proxy.sqlite_reader import sqlite_file
+
+STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,8 +37,30 @@ def _check_catalog(settings: Settings) -> str | None:
     return "catalog: mapping matches the live database"
 
 
+class CannotListen(Exception):
+    """The listening address cannot be bound (in use, not this machine's, not allowed)."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before uvicorn starts: a busy port is then refused before
+    the application has started (and said "ready"), in one line that names the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        reason = exc.strerror or str(exc)
+        raise CannotListen(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}") from exc
+    sock.set_inheritable(True)  # worker processes serve on it too
+    return sock
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     path = config_path(args.config)
     settings = load_settings(path)  # refuse a bad config before uvicorn starts
@@ -46,18 +72,37 @@ def serve(args: argparse.Namespace) -> int:
     tune_malloc()  # before uvicorn starts threads or worker processes
     # Workers re-create the app from the environment, so the config path travels there.
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
-    uvicorn.run(
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    config = uvicorn.Config(
         "proxy.app:app_from_environment",
         factory=True,
-        host=args.host or settings.server.host,
-        port=args.port if args.port is not None else settings.server.port,
+        host=host,
+        port=port,
         workers=args.workers or settings.server.workers,
         log_level=settings.server.log_level,
         access_log=settings.server.access_log,
         proxy_headers=False,
         server_header=False,  # no "server: uvicorn" on every response (Date stays)
     )
-    return 0
+    sock = listen_socket(host, port)
+    # uvicorn says where it listens only when it binds the socket itself.
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+        f"[{host}]" if ":" in host else host,
+        sock.getsockname()[1],
+    )
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on
+        pass
+    finally:
+        sock.close()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -157,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except EmbeddedError as exc:
+    except (EmbeddedError, CannotListen) as exc:
         print(f"docproxy: {exc}", file=sys.stderr)
         return 1
 

@@ -1,4 +1,4 @@
-"""``docproxy documents add|add-url|list`` on the embedded default catalog."""
+"""The ``docproxy`` command line: ``documents`` on the embedded catalog, ``serve``'s start-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.harness import assert_envelope, base_config, merge, run_cli, write_config
+from tests.harness import assert_envelope, base_config, free_port, merge, run_cli, write_config
 
 
 @pytest.fixture
@@ -140,3 +140,31 @@ def test_added_documents_are_served(make_service, tmp_path):
     assert response.headers["content-disposition"] == 'attachment; filename="My CV.pdf"'
     response = httpx.get(f"{service.base_url}/download/link", headers=hr)
     assert_envelope(response, 435, "Document has no file path")
+
+
+# --- serve: the listening address ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_says_so_in_one_line(make_service, workers):
+    service = make_service()  # holds the port
+    result = run_cli(
+        service.config_path, "serve", "--port", str(service.port), "--workers", workers,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"docproxy: cannot listen on 127.0.0.1:{service.port}: address already in use\n"
+    )
+    assert httpx.get(f"{service.base_url}/healthz").status_code == 200  # the other one still runs
+
+
+def test_serve_on_an_address_not_of_this_machine_says_so(config):
+    # 203.0.113.7 (TEST-NET-3) is no address of this machine.
+    port = free_port()
+    result = run_cli(config, "serve", "--host", "203.0.113.7", "--port", str(port), check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"docproxy: cannot listen on 203.0.113.7:{port}: cannot assign requested address\n"
+    )
