@@ -1,4 +1,5 @@
-"""``docproxy``: serve, check-config, and the embedded default's ``documents`` commands."""
+"""docproxy: serve the Download Document API, check its config, manage the embedded catalog
+(documents), download a document (fetch)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def documents_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     config_help = f"config file (default: ${CONFIG_ENV}, else ./config.yaml)"
-    parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)  # plain: --help
     parser.add_argument("--config", help=config_help)
     # Accepted after the command too; SUPPRESS keeps a subcommand from erasing a value given
     # before it.

@@ -168,3 +168,18 @@ def test_serve_on_an_address_not_of_this_machine_says_so(config):
     assert result.stderr == (
         f"docproxy: cannot listen on 203.0.113.7:{port}: cannot assign requested address\n"
     )
+
+
+# --- help and messages --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [(), ("serve",), ("check-config",), ("documents",), ("documents", "add"),
+     ("documents", "add-url"), ("documents", "list"), ("fetch",)],
+    ids=" ".join,
+)  # fmt: skip
+def test_help_is_plain_text(config, command):
+    result = run_cli(config, *command, "--help")
+    assert result.stdout.startswith("usage: docproxy")
+    assert "``" not in result.stdout, result.stdout  # no reStructuredText markup
