@@ -15,7 +15,14 @@ from pathlib import Path
 from proxy import fetch
 from proxy.catalog import CatalogMismatch, CatalogUnavailable, check_live
 from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
-from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
+from proxy.embedded import (
+    EmbeddedError,
+    add_file,
+    add_url,
+    list_documents,
+    remove_document,
+    show_document,
+)
 from proxy.malloc import tune_malloc
 from proxy.sqlite_reader import sqlite_file
 
@@ -147,6 +154,23 @@ def documents_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def documents_show(args: argparse.Namespace) -> int:
+    for column, value in show_document(_settings(args), args.id).items():
+        print(f"{column}: {'' if value is None else value}")
+    return 0
+
+
+def documents_remove(args: argparse.Namespace) -> int:
+    removal = remove_document(_settings(args), args.id, keep_file=args.keep_file)
+    if removal.deleted is not None:
+        print(f"removed {args.id} and its file {removal.deleted}")
+    elif args.keep_file and removal.file_path:
+        print(f"removed {args.id}; its file is kept: {removal.file_path}")
+    else:
+        print(f"removed {args.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = f"config file (default: ${CONFIG_ENV}, else ./config.yaml)"
     parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)  # plain: --help
@@ -184,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_link.set_defaults(handler=documents_add_url)
     listing = doc_commands.add_parser("list", parents=[common], help="list documents")
     listing.set_defaults(handler=documents_list)
+    show = doc_commands.add_parser("show", parents=[common], help="print every field of a document")
+    show.add_argument("id")
+    show.set_defaults(handler=documents_show)
+    remove = doc_commands.add_parser(
+        "remove", parents=[common], help="delete a document and its file in the local store"
+    )
+    remove.add_argument("id")
+    remove.add_argument(
+        "--keep-file", action="store_true", help="delete the catalog row only, keep the file"
+    )
+    remove.set_defaults(handler=documents_remove)
 
     fetch.add_parser(commands)
     return parser
