@@ -314,3 +314,26 @@ def test_a_percent_sequence_in_a_name_gets_the_exact_utf8_form(service, auth):
     assert response.headers["content-disposition"] == (
         "attachment; filename=\"percent %41.pdf\"; filename*=UTF-8''percent%20%2541.pdf"
     )
+
+
+def test_without_libmagic_the_start_warns_once_and_sniffing_is_off(make_service, tmp_path):
+    # An unloadable libmagic.so.1 first on the loader's path: python-magic cannot load the
+    # library, as on a machine without Debian's libmagic1.
+    broken = tmp_path / "broken-lib"
+    broken.mkdir()
+    (broken / "libmagic.so.1").write_bytes(b"")
+    service = make_service(env={"LD_LIBRARY_PATH": str(broken)})
+    add_row(service, "unsniffed", png_bytes(), key="unsniffed")
+    auth = {"Authorization": f"Bearer {service.token()}"}
+    for _ in range(2):
+        response = httpx.get(f"{service.base_url}/download/unsniffed", headers=auth)
+        assert response.headers["content-type"] == "application/octet-stream"
+    warnings = [line for line in service.log().splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, service.log()
+    assert "libmagic cannot be loaded" in warnings[0] and "libmagic1" in warnings[0]
+    assert "Traceback" not in service.log()
+
+
+def test_with_libmagic_the_start_does_not_warn(make_service):
+    service = make_service()
+    assert "WARNING" not in service.log() and "libmagic cannot" not in service.log()
