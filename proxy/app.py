@@ -17,6 +17,7 @@ from proxy.accesslog import FORMAT, use_direct_handler
 from proxy.auth import TokenAuthority
 from proxy.catalog import Catalog
 from proxy.config import Settings, config_path, load_settings
+from proxy.content_type import libmagic_problem
 from proxy.embedded import ensure_schema
 from proxy.envelope import EXCEPTION_HANDLERS
 from proxy.links import LinkSigner
@@ -103,6 +104,12 @@ def create_app(settings: Settings) -> Starlette:
         except Exception as exc:
             logger.error("docproxy cannot start: %s: %s", type(exc).__name__, exc)
             raise StartupFailed(str(exc)) from exc
+        if settings.download.sniff_bytes and (problem := libmagic_problem()):
+            logger.warning(
+                "MIME sniffing is off: libmagic cannot be loaded (%s); install the system "
+                "library (Debian and Ubuntu: libmagic1)",
+                problem,
+            )
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield

@@ -1,10 +1,13 @@
-"""``docproxy``: serve, check-config, and the embedded default's ``documents`` commands."""
+"""docproxy: serve the Download Document API, check its config, manage the embedded catalog
+(documents), download a document (fetch)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +15,18 @@ from pathlib import Path
 from proxy import fetch
 from proxy.catalog import CatalogMismatch, CatalogUnavailable, check_live
 from proxy.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
-from proxy.embedded import EmbeddedError, add_file, add_url, list_documents
+from proxy.embedded import (
+    EmbeddedError,
+    add_file,
+    add_url,
+    list_documents,
+    remove_document,
+    show_document,
+)
 from proxy.malloc import tune_malloc
 from proxy.sqlite_reader import sqlite_file
+
+STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,8 +45,30 @@ def _check_catalog(settings: Settings) -> str | None:
     return "catalog: mapping matches the live database"
 
 
+class CannotListen(Exception):
+    """The listening address cannot be bound (in use, not this machine's, not allowed)."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before uvicorn starts: a busy port is then refused before
+    the application has started (and said "ready"), in one line that names the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        reason = exc.strerror or str(exc)
+        raise CannotListen(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}") from exc
+    sock.set_inheritable(True)  # worker processes serve on it too
+    return sock
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     path = config_path(args.config)
     settings = load_settings(path)  # refuse a bad config before uvicorn starts
@@ -46,18 +80,37 @@ def serve(args: argparse.Namespace) -> int:
     tune_malloc()  # before uvicorn starts threads or worker processes
     # Workers re-create the app from the environment, so the config path travels there.
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
-    uvicorn.run(
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    config = uvicorn.Config(
         "proxy.app:app_from_environment",
         factory=True,
-        host=args.host or settings.server.host,
-        port=args.port if args.port is not None else settings.server.port,
+        host=host,
+        port=port,
         workers=args.workers or settings.server.workers,
         log_level=settings.server.log_level,
         access_log=settings.server.access_log,
         proxy_headers=False,
         server_header=False,  # no "server: uvicorn" on every response (Date stays)
     )
-    return 0
+    sock = listen_socket(host, port)
+    # uvicorn says where it listens only when it binds the socket itself.
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+        f"[{host}]" if ":" in host else host,
+        sock.getsockname()[1],
+    )
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on
+        pass
+    finally:
+        sock.close()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -101,9 +154,26 @@ def documents_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def documents_show(args: argparse.Namespace) -> int:
+    for column, value in show_document(_settings(args), args.id).items():
+        print(f"{column}: {'' if value is None else value}")
+    return 0
+
+
+def documents_remove(args: argparse.Namespace) -> int:
+    removal = remove_document(_settings(args), args.id, keep_file=args.keep_file)
+    if removal.deleted is not None:
+        print(f"removed {args.id} and its file {removal.deleted}")
+    elif args.keep_file and removal.file_path:
+        print(f"removed {args.id}; its file is kept: {removal.file_path}")
+    else:
+        print(f"removed {args.id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = f"config file (default: ${CONFIG_ENV}, else ./config.yaml)"
-    parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="docproxy", description=__doc__)  # plain: --help
     parser.add_argument("--config", help=config_help)
     # Accepted after the command too; SUPPRESS keeps a subcommand from erasing a value given
     # before it.
@@ -138,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_link.set_defaults(handler=documents_add_url)
     listing = doc_commands.add_parser("list", parents=[common], help="list documents")
     listing.set_defaults(handler=documents_list)
+    show = doc_commands.add_parser("show", parents=[common], help="print every field of a document")
+    show.add_argument("id")
+    show.set_defaults(handler=documents_show)
+    remove = doc_commands.add_parser(
+        "remove", parents=[common], help="delete a document and its file in the local store"
+    )
+    remove.add_argument("id")
+    remove.add_argument(
+        "--keep-file", action="store_true", help="delete the catalog row only, keep the file"
+    )
+    remove.set_defaults(handler=documents_remove)
 
     fetch.add_parser(commands)
     return parser
@@ -157,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except EmbeddedError as exc:
+    except (EmbeddedError, CannotListen) as exc:
         print(f"docproxy: {exc}", file=sys.stderr)
         return 1
 

@@ -6,6 +6,7 @@ import functools
 import mimetypes
 import posixpath
 import re
+from types import ModuleType
 
 OCTET_STREAM = "application/octet-stream"
 # RFC 9110 type "/" subtype, both tokens (no parameters: they are dropped).
@@ -64,15 +65,30 @@ def type_from_column(value: str | None) -> str | None:
     return type_from_name(f"x.{value.lstrip('.')}")
 
 
-def sniff(head: bytes) -> str | None:
-    """libmagic's verdict on the first bytes, or None when libmagic is unavailable."""
-    if not head:
-        return None
+@functools.cache
+def _libmagic() -> tuple[ModuleType | None, str | None]:
+    """python-magic, or why it cannot load the system's libmagic. Tried once: a failed import
+    is not cached by Python, and each attempt would search for the library again."""
     try:
         import magic
+    except (ImportError, OSError) as exc:
+        return None, str(exc)
+    return magic, None
 
+
+def libmagic_problem() -> str | None:
+    """Why MIME sniffing is unavailable, or None when libmagic loads."""
+    return _libmagic()[1]
+
+
+def sniff(head: bytes) -> str | None:
+    """libmagic's verdict on the first bytes, or None when libmagic is unavailable."""
+    magic = _libmagic()[0]
+    if not head or magic is None:
+        return None
+    try:
         found = magic.from_buffer(head, mime=True)
-    except Exception:  # libmagic missing or confused: sniffing is only a tie-breaker
+    except Exception:  # libmagic confused: sniffing is only a tie-breaker
         return None
     return found or None
 

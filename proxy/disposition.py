@@ -18,8 +18,12 @@ _MAX_NAME = 200
 
 
 def clean_filename(name: str) -> str:
-    """The name a client should save as: no path, no control characters, never empty."""
-    name = _CONTROL.sub("", name.replace("\\", "/"))
+    """The name a client should save as: no path, no control characters, never empty.
+
+    Only ``/`` separates folders: a backslash is a character of the name, but Windows would
+    read it as a separator, so it becomes ``_`` (``back\\slash.pdf`` -> ``back_slash.pdf``).
+    """
+    name = _CONTROL.sub("", name.replace("\\", "_"))
     name = posixpath.basename(name).strip().strip(".") or ""
     if len(name) > _MAX_NAME:
         stem, ext = posixpath.splitext(name)
@@ -46,11 +50,13 @@ def ascii_fallback(name: str) -> str:
 
 
 def content_disposition(name: str, disposition: str = "attachment") -> str:
-    """``attachment; filename="..."`` plus ``filename*`` whenever the plain form lost anything."""
+    """``attachment; filename="..."`` plus ``filename*`` whenever the plain form lost anything,
+    or holds a ``%``: browsers percent-decode a plain ``filename`` (RFC 6266 appendix D), so
+    ``%41`` would be saved as ``A``, while ``filename*`` is taken first and read exactly."""
     name = clean_filename(name)
     fallback = ascii_fallback(name)
     header = f'{disposition}; filename="{fallback}"'
-    if fallback != name:
+    if fallback != name or "%" in fallback:
         header += f"; filename*=UTF-8''{quote(name, safe=_ATTR_CHARS)}"
     return header
 

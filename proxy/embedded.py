@@ -142,3 +142,59 @@ def list_documents(settings: Settings) -> list[EmbeddedDocument]:
             f" FROM {EMBEDDED_TABLE} WHERE deleted_at IS NULL ORDER BY created_at, id"
         ).fetchall()
     return [EmbeddedDocument(*row) for row in rows]
+
+
+def _row(connection: sqlite3.Connection, document_id: str) -> sqlite3.Row:
+    connection.row_factory = sqlite3.Row
+    row = connection.execute(
+        f"SELECT * FROM {EMBEDDED_TABLE} WHERE id = ?", (document_id,)
+    ).fetchone()
+    if row is None:
+        raise EmbeddedError(f"document id {document_id!r} not found")
+    return row
+
+
+def show_document(settings: Settings, document_id: str) -> dict[str, object]:
+    """Every column of the document's row, in the table's order (soft-deleted rows too)."""
+    with _connect(settings) as connection:
+        return dict(_row(connection, document_id))
+
+
+def _stored_file(settings: Settings, document_id: str, file_path: str) -> Path:
+    """The file a row names in the local store; a path that leads out of it is refused."""
+    root = _local_root(settings)
+    target = root / file_path
+    # The folder is resolved (symlinks followed), the file itself is not: unlinking a symlink
+    # removes the link, never what it points to.
+    inside = target.parent.resolve().is_relative_to(root.resolve())
+    if not inside or "://" in file_path or target.name in ("", ".."):
+        raise EmbeddedError(
+            f"document {document_id!r}: file_path {file_path!r} is not in the local store;"
+            " give --keep-file to remove only the row"
+        )
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    file_path: str | None  # the row's file_path
+    deleted: Path | None  # the file deleted from the local store, if any
+
+
+def remove_document(settings: Settings, document_id: str, *, keep_file: bool = False) -> Removal:
+    """Delete the row and, unless ``keep_file``, its file in the local store (kept while another
+    row names it too; already gone is fine). A refusal deletes nothing."""
+    with _connect(settings) as connection:  # one transaction: an error rolls the DELETE back
+        file_path = _row(connection, document_id)["file_path"]
+        connection.execute(f"DELETE FROM {EMBEDDED_TABLE} WHERE id = ?", (document_id,))
+        shared = connection.execute(
+            f"SELECT 1 FROM {EMBEDDED_TABLE} WHERE file_path = ? LIMIT 1", (file_path,)
+        ).fetchone()
+        if keep_file or not file_path or shared:
+            return Removal(file_path, None)
+        target = _stored_file(settings, document_id, file_path)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return Removal(file_path, None)
+        return Removal(file_path, target)

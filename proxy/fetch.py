@@ -1,10 +1,11 @@
-"""``docproxy fetch``: download one document with a progress bar, resuming a partial file.
+"""docproxy fetch: download one document with a progress bar, resuming a partial file.
 
-A partial file is resumed with ``Range: bytes=<its size>-``. While a download is incomplete, the
-object's validator (ETag, else Last-Modified) is kept next to it in ``FILE.docproxy-resume`` and
-sent as ``If-Range``, so a document that changed meanwhile is downloaded again from the start
-instead of being spliced onto old bytes. Without that file the 206's ``Content-Range`` start is
-still checked against the partial file's size. The finished file's length is always verified.
+A partial file is resumed with a Range request from its size on. While a download is
+incomplete, the object's validator (ETag, else Last-Modified) is kept next to it in
+FILE.docproxy-resume and sent as If-Range, so a document that changed meanwhile is downloaded
+again from the start instead of being spliced onto old bytes. Without that file the 206's
+Content-Range start is still checked against the partial file's size. The finished file's
+length is always verified.
 """
 
 from __future__ import annotations
@@ -358,15 +359,42 @@ def _data_field(response: httpx.Response, name: str) -> str:
     return value
 
 
+def check_base_url(url: str) -> None:
+    """Refuse a base URL httpx could not send to, before any request is made."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise FetchError(f"base URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise FetchError(f"base URL {url!r}: not an http:// or https:// URL")
+
+
+def unreachable(exc: httpx.RequestError) -> str:
+    """``cannot reach URL: reason``. The URL loses its query: a presigned one holds a signature."""
+    try:
+        url = str(exc.request.url.copy_with(query=None))
+    except RuntimeError:  # an error raised before any request was made
+        url = "the server"
+    cause: BaseException | None = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.strerror):
+        cause = cause.__cause__ or cause.__context__
+    reason = cause.strerror if isinstance(cause, OSError) else str(exc) or type(exc).__name__
+    return f"cannot reach {url}: {reason[:1].lower()}{reason[1:]}"
+
+
 def fetch(options: FetchOptions, stderr: TextIO | None = None) -> int:
     """Run one download; 0 on success, 1 with the reason on stderr otherwise."""
     stderr = stderr or sys.stderr
     timeout = httpx.Timeout(30.0, read=120.0)
     try:
+        check_base_url(options.url)
         with httpx.Client(timeout=timeout, follow_redirects=True) as client:
             Fetcher(options, client, stderr).run()
     except FetchError as exc:
         stderr.write(f"docproxy fetch: {exc}\n")
+        return 1
+    except httpx.RequestError as exc:
+        stderr.write(f"docproxy fetch: {unreachable(exc)}\n")
         return 1
     except httpx.HTTPError as exc:
         stderr.write(f"docproxy fetch: {exc.__class__.__name__}: {exc}\n")
@@ -382,7 +410,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "fetch",
         help="download a document (progress bar, resumes a partial file)",
-        description=__doc__,
+        description=__doc__,  # plain text: it is the command's --help
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("document_id", metavar="DOCUMENT_ID")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import httpx
 import pytest
 
 from proxy.config import ConfigError, load_settings
+from tests.conftest import require_server
 from tests.harness import REPO, base_config, free_port, merge, write_config
+from tests.samples import pdf_bytes
 
 SHIPPED = REPO / "config.yaml"
 
@@ -132,6 +135,50 @@ def test_shipped_config_serves_as_is_from_a_fresh_directory(tmp_path):
         link = httpx.post(f"{base_url}/download", headers=auth, json={"document_id": "hello"})
         assert link.json()["data"]["download_url"].startswith(f"{base_url}/links/hello?")
         assert httpx.get(link.json()["data"]["download_url"]).status_code == 200
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def readme_walk_through() -> str:
+    """The shell blocks of the README's curl walk-through, joined into one script."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## A walk-through with curl", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL))
+
+
+def test_readme_walk_through_works_as_pasted(tmp_path):
+    """The README's curl walk-through, run by bash against the shipped config in a fresh folder;
+    only the port differs (a free one instead of 8080)."""
+    for tool in ("curl", "jq"):
+        if shutil.which(tool) is None:
+            require_server(tool, "not on PATH (the walk-through uses it)")
+    home = tmp_path / "home"
+    home.mkdir()
+    report = pdf_bytes(3000)
+    (home / "report.pdf").write_bytes(report)
+    bin_dir = tmp_path / "bin"  # "docproxy" runs this checkout, as pip's entry point would
+    bin_dir.mkdir()
+    (bin_dir / "docproxy").write_text(f'#!/bin/sh\nexec {sys.executable} -m proxy "$@"\n')
+    (bin_dir / "docproxy").chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(SHIPPED, work / "config.yaml")
+    port = free_port()
+    script = readme_walk_through().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    env = clean_env(HOME=str(home), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    with serving("--port", str(port), port=port, cwd=work, env=env, log=tmp_path / "serve.log"):
+        result = subprocess.run(
+            ["bash", "-e", "-c", script], capture_output=True, text=True, cwd=work, env=env,
+            timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    output = result.stdout
+    assert (work / "my-document.pdf").read_bytes() == report  # curl -OJ on the presigned link
+    assert (work / "document.pdf").read_bytes() == report  # the direct download
+    assert "HTTP/1.1 200 OK" in output
+    assert 'content-disposition: attachment; filename="my-document.pdf"' in output
+    # Every answer the walk-through shows for an error is printed as shown.
+    shown = re.findall(r'^# (\{"statusCode":4\d\d.*)$', script, re.MULTILINE)
+    assert len(shown) == 4 and all(line in output for line in shown), result.stdout
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
 

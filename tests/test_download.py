@@ -257,9 +257,9 @@ def test_hostile_filenames_never_break_the_header(service, auth, name):
     assert saved.endswith(".pdf")
     assert len(saved) <= 200
     if name.isascii() and len(name) <= 200 and not any(c in name for c in '"\\\r\n\x00\t\x7f/'):
-        assert saved == name and star is None
-    # Slashes and backslashes are folder separators: only the last part is the file's name.
-    tail = re.split(r"[\\/]", name)[-1]
+        assert saved == name and (star is None) == ("%" not in name)
+    # A slash is a folder separator: only the last part is the file's name.
+    tail = name.split("/")[-1]
     if not tail.isascii():
         assert star is not None
         # The UTF-8 form keeps the letters the ASCII form had to replace.
@@ -281,3 +281,59 @@ def test_quotes_are_replaced_in_the_plain_form_and_kept_in_the_utf8_form(service
     assert response.headers["content-disposition"] == (
         "attachment; filename=\"say _hi_.pdf\"; filename*=UTF-8''say%20%22hi%22.pdf"
     )
+
+
+# A backslash is a folder separator on Windows, so no saved name may hold one: it becomes "_"
+# in both forms, and the rest of the name is kept (it is not cut as if it were a path).
+@pytest.mark.parametrize(
+    ("name", "disposition"),
+    [
+        ("back\\slash.pdf", 'attachment; filename="back_slash.pdf"'),
+        (
+            'He said "hi"\\.pdf',
+            'attachment; filename="He said _hi__.pdf"; '
+            "filename*=UTF-8''He%20said%20%22hi%22_.pdf",
+        ),
+        ("..\\..\\secret.pdf", 'attachment; filename="_.._secret.pdf"'),
+    ],
+    ids=["backslash", "quotes-and-backslash", "dotted"],
+)
+def test_a_backslash_in_a_name_becomes_an_underscore(service, auth, name, disposition):
+    document_id = f"backslash-{sha256(name.encode())[:12]}"
+    add_row(service, document_id, pdf_bytes(), key=f"{document_id}.pdf", name=name)
+    response = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth)
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == disposition
+
+
+def test_a_percent_sequence_in_a_name_gets_the_exact_utf8_form(service, auth):
+    # Browsers percent-decode a plain filename= (RFC 6266 appendix D): Chromium would save
+    # "percent %41.pdf" as "percent A.pdf". filename* is taken before it and cannot be misread.
+    add_row(service, "percent", pdf_bytes(), key="percent.pdf", name="percent %41.pdf")
+    response = httpx.get(f"{service.base_url}/download/percent", headers=auth)
+    assert response.headers["content-disposition"] == (
+        "attachment; filename=\"percent %41.pdf\"; filename*=UTF-8''percent%20%2541.pdf"
+    )
+
+
+def test_without_libmagic_the_start_warns_once_and_sniffing_is_off(make_service, tmp_path):
+    # An unloadable libmagic.so.1 first on the loader's path: python-magic cannot load the
+    # library, as on a machine without Debian's libmagic1.
+    broken = tmp_path / "broken-lib"
+    broken.mkdir()
+    (broken / "libmagic.so.1").write_bytes(b"")
+    service = make_service(env={"LD_LIBRARY_PATH": str(broken)})
+    add_row(service, "unsniffed", png_bytes(), key="unsniffed")
+    auth = {"Authorization": f"Bearer {service.token()}"}
+    for _ in range(2):
+        response = httpx.get(f"{service.base_url}/download/unsniffed", headers=auth)
+        assert response.headers["content-type"] == "application/octet-stream"
+    warnings = [line for line in service.log().splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, service.log()
+    assert "libmagic cannot be loaded" in warnings[0] and "libmagic1" in warnings[0]
+    assert "Traceback" not in service.log()
+
+
+def test_with_libmagic_the_start_does_not_warn(make_service):
+    service = make_service()
+    assert "WARNING" not in service.log() and "libmagic cannot" not in service.log()

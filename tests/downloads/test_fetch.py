@@ -63,6 +63,14 @@ def test_fetch_names_the_file_from_content_disposition(served, tmp_path):
     assert (tmp_path / "r\u00e9sum\u00e9 d'\u00e9t\u00e9.txt").read_bytes() == b"bonjour\n"
 
 
+def test_fetch_saves_percent_and_backslash_names_as_meant(served, tmp_path):
+    # A "%41" is not decoded to "A", and a backslash (a folder separator on Windows) is "_".
+    document_id = served.add(b"exact\n", "100%41 back\\slash.txt")
+    result = run_fetch(served, document_id, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["100%41 back_slash.txt"]
+
+
 def test_fetch_resumes_a_partial_file_with_a_range(served, document, tmp_path):
     target = tmp_path / "partial.txt"
     target.write_bytes(DATA[: 2 * MIB + 17])
@@ -196,18 +204,38 @@ def test_fetch_errors_exit_non_zero_with_the_message(served, tmp_path, args, tok
     assert list(tmp_path.iterdir()) == []  # nothing written for a refused download
 
 
-def test_fetch_from_nowhere_fails_cleanly(tmp_path):
-    nowhere = f"http://127.0.0.1:{free_port()}"
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy", "fetch", "doc", "--url", nowhere, "--token", "t"],
+def fetch_from(url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "fetch", "doc", "--url", url, *args],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         env={**clean_env(), "PYTHONPATH": str(REPO)},
         timeout=60,
     )
+
+
+def test_fetch_from_nowhere_names_the_url_and_the_reason(tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = fetch_from(nowhere, tmp_path, "--token", "t")
     assert result.returncode == 1
-    assert result.stderr.startswith("docproxy fetch: ConnectError")
+    assert (
+        result.stderr
+        == f"docproxy fetch: cannot reach {nowhere}/download/doc: connection refused\n"
+    )
+    result = fetch_from(nowhere, tmp_path, "--client-id", "c", "--client-secret", "s")
+    assert result.stderr == (
+        f"docproxy fetch: cannot reach {nowhere}/generate-client-auth-token: connection refused\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["nonsense", "ftp://example.com", "http://[::1"])
+def test_fetch_refuses_a_base_url_that_is_no_http_url(tmp_path, url):
+    result = fetch_from(url, tmp_path, "--token", "t")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"docproxy fetch: base URL {url!r}: "), result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_fetch_reports_a_download_cut_by_the_server(breakable, tmp_path):
