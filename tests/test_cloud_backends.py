@@ -177,6 +177,46 @@ def test_routing_by_scheme_and_bucket_refuses_traversal():
             router.locate(path)
 
 
+ODD_KEY = "Q1 report #1+final (ü)&x=1?.pdf"
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        # Raw keys: taken as written (nothing in them is read as a query, fragment or escape).
+        (ODD_KEY, ODD_KEY),
+        ("a %41 b.pdf", "a %41 b.pdf"),  # a space: not a percent-encoded path
+        ("100%.pdf", "100%.pdf"),  # a % that starts no escape
+        ("x%FF.pdf", "x%FF.pdf"),  # escapes that are not UTF-8
+        ("plus+sign.pdf", "plus+sign.pdf"),
+        ("v.pdf?versionId=3", "v.pdf?versionId=3"),
+        # Percent-encoded paths: only URL characters, and every % starts a UTF-8 escape.
+        ("Q1%20report%20%231%2Bfinal%20%28%C3%BC%29%26x%3D1%3F.pdf", ODD_KEY),
+        ("dir%2Fa.pdf", "dir/a.pdf"),
+        ("report%2025.pdf", "report 25.pdf"),
+    ],
+)
+def test_full_url_paths_raw_or_percent_encoded(path, key):
+    backend = memory_backend()
+    router = StorageRouter({"m": backend}, "m")
+    assert router.locate(f"memory://{backend.store.bucket}/{path}") == (backend, key)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("a/%2E%2E/%2E%2E/x", "parent reference"),
+        ("x%00y", "NUL"),
+        ("", "empty"),
+    ],
+)
+def test_decoded_url_paths_are_checked_like_raw_ones(path, reason):
+    backend = memory_backend()
+    router = StorageRouter({"m": backend}, "m")
+    with pytest.raises(InvalidKey, match=reason):
+        router.locate(f"memory://{backend.store.bucket}/{path}")
+
+
 @pytest.mark.parametrize("kind", ["s3", "gcs", "az"])
 async def test_cloud_backend_reads_any_span(stores, kind):
     store: Store = stores[kind]
