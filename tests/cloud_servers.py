@@ -264,8 +264,24 @@ class Azurite(Store):
             **extra,
         }
 
+    def key_backend(self, bucket: str, endpoint: str | None = None, **extra: Any) -> dict[str, Any]:
+        """The account name + key + ``endpoint_url`` form of ``backend`` (no connection string);
+        ``endpoint`` defaults to this server's, with the account path."""
+        return {
+            "protocol": "az",
+            "container": bucket,
+            "account_name": AZURITE_ACCOUNT,
+            "account_key_env": "DOCPROXY_TEST_AZURE_KEY",
+            "endpoint_url": endpoint or f"{self.endpoint}/{AZURITE_ACCOUNT}",
+            "timeout": 5,
+            **extra,
+        }
+
     def env(self) -> dict[str, str]:
-        return {"DOCPROXY_TEST_AZURE_CONNECTION": self.connection_string}
+        return {
+            "DOCPROXY_TEST_AZURE_CONNECTION": self.connection_string,
+            "DOCPROXY_TEST_AZURE_KEY": AZURITE_KEY,
+        }
 
     @property
     def public_endpoint(self) -> str:

@@ -13,8 +13,9 @@ from backends.memory import MemoryBackend
 from backends.options import Section
 from backends.routing import StorageRouter
 from proxy.config import ConfigError, parse_settings
-from tests.cloud_servers import Store, new_bucket, opened_backend
-from tests.harness import base_config, merge
+from tests.cloud_servers import AZURITE_ACCOUNT, AZURITE_KEY, Store, new_bucket, opened_backend
+from tests.harness import base_config, free_port, merge, write_config
+from tests.test_config import clean_env, docproxy
 
 
 def problems(tmp_path: Path, backends: dict) -> list[str]:
@@ -215,6 +216,48 @@ def test_decoded_url_paths_are_checked_like_raw_ones(path, reason):
     router = StorageRouter({"m": backend}, "m")
     with pytest.raises(InvalidKey, match=reason):
         router.locate(f"memory://{backend.store.bucket}/{path}")
+
+
+AZURE_KEY_ENV = {"DOCPROXY_TEST_AZURE_KEY": AZURITE_KEY}
+AZURE_REFUSED = {
+    "ip-without-account": (
+        {
+            "account_name": AZURITE_ACCOUNT,
+            "account_key_env": "DOCPROXY_TEST_AZURE_KEY",
+            "endpoint_url": "http://127.0.0.1:10000",
+        },
+        "storage.backends.az.endpoint_url: ",
+    ),
+    "token-over-http": (
+        {"account_name": "acct", "presign": "proxy", "endpoint_url": "http://blob.internal/acct"},
+        "storage.backends.az.endpoint_url: ",
+    ),
+    "malformed-connection-string": (
+        {"connection_string_env": "DOCPROXY_TEST_AZURE_CONNECTION"},
+        "storage.backends.az.connection_string_env: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AZURE_REFUSED))
+def test_azure_configs_serve_would_refuse_are_refused_by_check_config(tmp_path, case):
+    options, problem = AZURE_REFUSED[case]
+    config = merge(
+        base_config(tmp_path),
+        {"storage": {"backends": {"az": {"protocol": "az", "container": "c", **options}}}},
+    )
+    path = write_config(tmp_path / "config.yaml", config)
+    env = clean_env(
+        **AZURE_KEY_ENV,
+        DOCPROXY_TEST_AZURE_CONNECTION=f"AccountName=a;AccountKey={AZURITE_KEY};junk",
+    )
+    checked = docproxy("check-config", "--config", str(path), env=env)
+    served = docproxy("serve", "--config", str(path), "--port", str(free_port()), env=env)
+    for result in (checked, served):
+        assert result.returncode != 0, result
+        assert "Traceback" not in result.stderr
+        assert problem in result.stderr, result.stderr
+    assert served.stderr == checked.stderr
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs", "az"])

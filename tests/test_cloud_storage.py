@@ -398,6 +398,21 @@ def test_backends_of_different_kinds_serve_side_by_side(make_service, catalog, s
         assert httpx.get(url, timeout=30).content == body
 
 
+def test_azure_account_key_with_an_http_endpoint_reaches_azurite(make_service, catalog, stores):
+    """``account_name`` + ``account_key_env`` + an ``http://`` ``endpoint_url``: plain HTTP."""
+    store = stores["az"]
+    bucket = new_bucket(store)
+    store.put(bucket, "plain.txt", b"over plain http")
+    document_id = catalog.add(store.url(bucket, "plain.txt"), title="plain.txt")
+    service = serve(make_service, catalog, {"cloud": store.key_backend(bucket)}, [store])
+    got = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth(service))
+    assert got.status_code == 200, got.text
+    assert got.content == b"over plain http"
+    url = presign(service, document_id).json()["data"]["download_url"]
+    assert url.startswith(f"{store.endpoint}/{AZURITE_ACCOUNT}/{bucket}/plain.txt?")
+    assert httpx.get(url, timeout=30).content == b"over plain http"
+
+
 def test_azure_url_with_account_netloc_routes_to_the_container(make_service, catalog, stores):
     store = stores["az"]
     bucket = new_bucket(store)
