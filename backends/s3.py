@@ -71,7 +71,7 @@ class S3Backend(FsspecBackend):
             section.error(missing, "required together with key_env and secret_env")
         return S3Options(
             store=store,
-            region=section.string("region"),
+            region=_region(section),
             key=key,
             secret=secret,
             session_token=secret_from_env(section, "session_token_env"),
@@ -262,6 +262,21 @@ class S3Backend(FsspecBackend):
             )
         except Exception as exc:  # no credentials in the chain, bad parameters
             raise StorageError(f"presign {self.name}:{request.key}: {exc}") from exc
+
+
+def _region(section: Section) -> str | None:
+    """``region``, checked as botocore checks it when the client is made (at start)."""
+    from botocore.exceptions import InvalidRegionError
+    from botocore.utils import validate_region_name
+
+    region = section.string("region")
+    if region is not None:
+        try:
+            validate_region_name(region)
+        except InvalidRegionError:
+            section.error("region", f"not a region name such as eu-west-1 (got {region!r})")
+            return None
+    return region
 
 
 def _fast_read_min_size(section: Section) -> int | None:

@@ -34,6 +34,7 @@ def test_config_names_each_bad_key(tmp_path, monkeypatch):
                 "protocol": "s3",
                 "key_env": "DOCPROXY_UNSET_VARIABLE",
                 "regoin": "x",
+                "region": "eu west 1",  # botocore would refuse it at start
                 "max_connections": 0,
             },
             "gcs": {"protocol": "gcs", "bucket": "b", "chunk_size": "lots"},
@@ -48,6 +49,7 @@ def test_config_names_each_bad_key(tmp_path, monkeypatch):
         "storage.backends.s3.secret_env: required together with key_env and secret_env",
         "storage.backends.s3.regoin: unknown key",
         "storage.backends.s3.max_connections: must be at least 1 (got 0)",
+        "storage.backends.s3.region: not a region name such as eu-west-1 (got 'eu west 1')",
         "storage.backends.gcs.chunk_size: must be a byte size such as 1048576 or '1MiB' "
         "(got 'lots')",
         "storage.backends.gcs.service_account_file: required to presign natively (V4 signing "
