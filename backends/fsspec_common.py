@@ -129,9 +129,7 @@ class FsspecBackend:
                 f"{self.store.timeout:g}s"
             ) from exc
         except Exception as exc:
-            raise StorageError(
-                f"{operation} {self.name}:{key}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise StorageError(f"{operation} {self.name}:{key}: {describe(exc)}") from exc
 
     async def stat(self, key: str) -> ObjectInfo:
         info = await self._call("stat", key, self.fs._info(self._path(key)))
@@ -193,6 +191,16 @@ class FsspecBackend:
 
     def _presign_native(self, request: PresignRequest) -> str:
         raise NotImplementedError
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, and the message of its direct cause when it leaves that out: an SDK
+    error such as "Could not connect to the endpoint URL" does not say whether the connection
+    was refused, the name did not resolve or the TLS handshake failed."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    detail = str(cause) if cause is not None else ""
+    return f"{text} ({detail})" if detail and detail not in text else text
 
 
 def _etag(info: Mapping[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ once; the gcsfs instance that reads may use other credentials (``token``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +23,8 @@ from backends.options import Section
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
+# Seconds before the one retry of a connection that could not be made.
+CONNECT_RETRY_PAUSE = 0.2
 TOKEN_MODES = ("google_default", "cloud", "anon")
 
 
@@ -67,12 +70,15 @@ class GCSBackend(FsspecBackend):
         options = self.options
         # gcsfs finds the project itself (environment, default credentials) unless it is given.
         project = {"project": options.project} if options.project else {}
+        # gcsfs presents a client certificate (mutual TLS) on a connector of its own.
+        session = {} if _presents_client_certificate() else {"connector": _connector()}
         self.fs = GCSFileSystem(
             asynchronous=True,
             skip_instance_cache=True,
             token=options.token or options.service_account_file or "google_default",
             endpoint_url=self.store.endpoint_url,
             requests_timeout=self.store.timeout,
+            session_kwargs=session,
             **project,
         )
         await self.fs._set_session()
@@ -112,6 +118,41 @@ class GCSBackend(FsspecBackend):
             )
         except Exception as exc:  # a key that cannot sign
             raise StorageError(f"presign {self.name}:{request.key}: {exc}") from exc
+
+
+class ConnectFailed(Exception):
+    """No connection to the store could be made (refused, unknown host, TLS handshake failed).
+
+    Not an aiohttp error, so gcsfs passes it on at once: it retries aiohttp's errors six times,
+    one second and more apart, which made a refused connection wait out the whole timeout.
+    """
+
+
+def _connector() -> Any:
+    """An aiohttp connector that tries a connection twice, a moment apart, then raises
+    ``ConnectFailed``. A connection that is made and then fails is still gcsfs's to retry."""
+    import aiohttp
+
+    class FailFastConnector(aiohttp.TCPConnector):
+        async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+            try:
+                return await super().connect(req, traces, timeout)
+            except aiohttp.ClientConnectorError:
+                await asyncio.sleep(CONNECT_RETRY_PAUSE)
+            try:
+                return await super().connect(req, traces, timeout)
+            except aiohttp.ClientConnectorError as exc:
+                raise ConnectFailed(str(exc)) from exc
+
+    return FailFastConnector()
+
+
+def _presents_client_certificate() -> bool:
+    """gcsfs's own test for presenting google-auth's default client certificate."""
+    from google.auth.transport import mtls
+
+    should_use = getattr(mtls, "should_use_client_cert", None)  # google-auth 2.x onwards
+    return bool(should_use and should_use() and mtls.has_default_client_cert_source())
 
 
 def _key_file_problem(path: str) -> str | None:

@@ -11,7 +11,8 @@ The request is a presigned URL (the caller signs it), so this module knows HTTP/
 nothing of any store. It takes only the simple, expected answer: ``200``/``206`` with a
 ``Content-Length`` of exactly the range. Anything else before the first body byte raises
 :class:`Unexpected`, and the caller asks its SDK instead, which knows the store's errors,
-redirects and retries. A failure after the body began is a :class:`StorageError`.
+redirects and retries. A failure after the body began is a :class:`StorageError`, and so is
+a store that does not answer in time (the SDK would only wait as long again).
 """
 
 from __future__ import annotations
@@ -193,8 +194,9 @@ async def ranged_get(
     """Bytes ``[start, end)`` of ``url`` in chunks of ``chunk_size`` (the last may be shorter).
 
     Raises :class:`Unexpected` before the first chunk when the answer is not a plain body of
-    the range; :class:`StorageError` for a failure after that, or a timeout (``timeout``
-    seconds for the connection and head, and for each wait for data).
+    the range, or no connection could be made; :class:`StorageError` for a failure after
+    that, or a timeout (``timeout`` seconds for the connection and head, and for each wait
+    for data).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -222,7 +224,8 @@ async def ranged_get(
                 transport.write(request.encode("ascii"))  # type: ignore[attr-defined]
                 await receiver.head_received
         except TimeoutError:
-            raise Unexpected(f"no response head within {timeout:g}s") from None
+            # Final: the SDK would wait as long again for the same silent store.
+            raise StorageError(f"the store did not answer within {timeout:g}s") from None
         except OSError as exc:
             raise Unexpected(f"cannot reach the store: {exc}") from exc
         if receiver.status not in (200, 206):

@@ -71,7 +71,7 @@ class S3Backend(FsspecBackend):
             section.error(missing, "required together with key_env and secret_env")
         return S3Options(
             store=store,
-            region=section.string("region"),
+            region=_region(section),
             key=key,
             secret=secret,
             session_token=secret_from_env(section, "session_token_env"),
@@ -100,7 +100,10 @@ class S3Backend(FsspecBackend):
             "signature_version": "s3v4",
             "connect_timeout": timeout,
             "read_timeout": timeout,
-            "retries": {"max_attempts": 3, "mode": "standard"},
+            # Two attempts, the second at most a second after the first (standard mode waits
+            # random(0, 1) s, then doubles): a refused connection, or a stale pooled one, is
+            # retried once and quickly, not three times over up to seven seconds.
+            "retries": {"total_max_attempts": 2, "mode": "standard"},
             "max_pool_connections": self.options.max_connections,
         }
         client = self._client_arguments(self.store.endpoint_url)
@@ -126,7 +129,10 @@ class S3Backend(FsspecBackend):
             )
 
         self._signer = await anyio.to_thread.run_sync(make_signer)
-        if self.options.fast_read_min_size is None:
+        self._fast_reads = self.options.fast_read_min_size is not None and not _proxied(
+            self.store.endpoint_url
+        )
+        if not self._fast_reads:
             return  # no fast reads: neither their signer nor their TLS context is needed
         # docproxy's own fast reads name the endpoint it reaches the store by.
         self._reader = self._signer
@@ -187,7 +193,7 @@ class S3Backend(FsspecBackend):
     def _fast_read_url(self, key: str, length: int) -> str | None:
         """A presigned GET for docproxy's own read of ``length`` bytes, or None (SDK read)."""
         threshold = self.options.fast_read_min_size
-        if threshold is None or length < threshold:
+        if not self._fast_reads or threshold is None or length < threshold:
             return None
         bucket, object_key = self._bucket_and_key(key)
         try:
@@ -258,11 +264,34 @@ class S3Backend(FsspecBackend):
             raise StorageError(f"presign {self.name}:{request.key}: {exc}") from exc
 
 
+def _region(section: Section) -> str | None:
+    """``region``, checked as botocore checks it when the client is made (at start)."""
+    from botocore.exceptions import InvalidRegionError
+    from botocore.utils import validate_region_name
+
+    region = section.string("region")
+    if region is not None:
+        try:
+            validate_region_name(region)
+        except InvalidRegionError:
+            section.error("region", f"not a region name such as eu-west-1 (got {region!r})")
+            return None
+    return region
+
+
 def _fast_read_min_size(section: Section) -> int | None:
     """``fast_read_min_size``: a size (``0`` for every read) or ``false`` (always the SDK)."""
     if section.has("fast_read_min_size") and section.raw("fast_read_min_size") is False:
         return None
     return section.size("fast_read_min_size", DEFAULT_FAST_READ_MIN_SIZE, minimum=0)
+
+
+def _proxied(endpoint_url: str | None) -> bool:
+    """Whether the environment sends requests to the store through a proxy (``HTTPS_PROXY``...).
+    The SDK honours it; fast reads connect directly, so they are left to the SDK then."""
+    from botocore.utils import get_environ_proxies
+
+    return bool(get_environ_proxies(endpoint_url or "https://s3.amazonaws.com"))
 
 
 def _ssl_context() -> ssl.SSLContext:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -103,6 +104,10 @@ class Store:
     def backend(self, bucket: str, **extra: Any) -> dict[str, Any]:
         """The ``storage.backends.<name>`` mapping for ``bucket``."""
         raise NotImplementedError
+
+    def backend_at(self, bucket: str, endpoint: str, **extra: Any) -> dict[str, Any]:
+        """``backend`` reaching the store at ``endpoint`` (scheme, host, port) instead."""
+        return self.backend(bucket, endpoint_url=endpoint, **extra)
 
     def env(self) -> dict[str, str]:
         """Environment variables the backend config refers to."""
@@ -264,8 +269,27 @@ class Azurite(Store):
             **extra,
         }
 
+    def key_backend(self, bucket: str, endpoint: str | None = None, **extra: Any) -> dict[str, Any]:
+        """The account name + key + ``endpoint_url`` form of ``backend`` (no connection string);
+        ``endpoint`` defaults to this server's, with the account path."""
+        return {
+            "protocol": "az",
+            "container": bucket,
+            "account_name": AZURITE_ACCOUNT,
+            "account_key_env": "DOCPROXY_TEST_AZURE_KEY",
+            "endpoint_url": endpoint or f"{self.endpoint}/{AZURITE_ACCOUNT}",
+            "timeout": 5,
+            **extra,
+        }
+
+    def backend_at(self, bucket: str, endpoint: str, **extra: Any) -> dict[str, Any]:
+        return self.key_backend(bucket, f"{endpoint}/{AZURITE_ACCOUNT}", **extra)
+
     def env(self) -> dict[str, str]:
-        return {"DOCPROXY_TEST_AZURE_CONNECTION": self.connection_string}
+        return {
+            "DOCPROXY_TEST_AZURE_CONNECTION": self.connection_string,
+            "DOCPROXY_TEST_AZURE_KEY": AZURITE_KEY,
+        }
 
     @property
     def public_endpoint(self) -> str:
@@ -319,21 +343,56 @@ def new_bucket(store: Store) -> str:
     return bucket
 
 
+class SilentServer:
+    """Accepts TCP connections and never answers: a store that hangs. Use it with ``with``."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:  # closed by __exit__
+                return
+            self._held.append(connection)  # held open, never read, never answered
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(timeout=5)
+        for connection in self._held:
+            connection.close()
+
+
 @asynccontextmanager
-async def opened_backend(store: Store, bucket: str, **options: Any) -> AsyncIterator[Any]:
-    """The backend for ``bucket`` of ``store``, parsed from config like docproxy's own, opened
-    in this process (and closed afterwards)."""
+async def opened_backend(
+    store: Store, bucket: str, *, endpoint: str | None = None, **options: Any
+) -> AsyncIterator[Any]:
+    """The backend for ``bucket`` of ``store`` (reached at ``endpoint`` when given), parsed
+    from config like docproxy's own, opened in this process (and closed afterwards)."""
     from backends.options import Section
     from backends.registry import backend_class
 
     os.environ.update(store.env())
     errors: list[str] = []
-    section = Section(store.backend(bucket, **options), "backend", errors)
+    config = store.backend(bucket, **options)
+    if endpoint is not None:
+        config = store.backend_at(bucket, endpoint, **options)
+    section = Section(config, "backend", errors)
     protocol = section.string("protocol")
     cls = backend_class(protocol)
     parsed = cls.parse_options(section)
     section.finish()
-    assert errors == []
+    assert errors == [], errors
     backend = cls("backend", parsed)  # type: ignore[call-arg]
     await backend.open()
     try:

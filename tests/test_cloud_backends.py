@@ -13,8 +13,9 @@ from backends.memory import MemoryBackend
 from backends.options import Section
 from backends.routing import StorageRouter
 from proxy.config import ConfigError, parse_settings
-from tests.cloud_servers import Store, new_bucket, opened_backend
-from tests.harness import base_config, merge
+from tests.cloud_servers import AZURITE_ACCOUNT, AZURITE_KEY, Store, new_bucket, opened_backend
+from tests.harness import base_config, free_port, merge, write_config
+from tests.test_config import clean_env, docproxy
 
 
 def problems(tmp_path: Path, backends: dict) -> list[str]:
@@ -33,6 +34,7 @@ def test_config_names_each_bad_key(tmp_path, monkeypatch):
                 "protocol": "s3",
                 "key_env": "DOCPROXY_UNSET_VARIABLE",
                 "regoin": "x",
+                "region": "eu west 1",  # botocore would refuse it at start
                 "max_connections": 0,
             },
             "gcs": {"protocol": "gcs", "bucket": "b", "chunk_size": "lots"},
@@ -47,6 +49,7 @@ def test_config_names_each_bad_key(tmp_path, monkeypatch):
         "storage.backends.s3.secret_env: required together with key_env and secret_env",
         "storage.backends.s3.regoin: unknown key",
         "storage.backends.s3.max_connections: must be at least 1 (got 0)",
+        "storage.backends.s3.region: not a region name such as eu-west-1 (got 'eu west 1')",
         "storage.backends.gcs.chunk_size: must be a byte size such as 1048576 or '1MiB' "
         "(got 'lots')",
         "storage.backends.gcs.service_account_file: required to presign natively (V4 signing "
@@ -175,6 +178,88 @@ def test_routing_by_scheme_and_bucket_refuses_traversal():
     for path in ("../x", "/etc/passwd", f"memory://{a.store.bucket}/../x", "s3://nobody/x"):
         with pytest.raises(InvalidKey):
             router.locate(path)
+
+
+ODD_KEY = "Q1 report #1+final (ü)&x=1?.pdf"
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        # Raw keys: taken as written (nothing in them is read as a query, fragment or escape).
+        (ODD_KEY, ODD_KEY),
+        ("a %41 b.pdf", "a %41 b.pdf"),  # a space: not a percent-encoded path
+        ("100%.pdf", "100%.pdf"),  # a % that starts no escape
+        ("x%FF.pdf", "x%FF.pdf"),  # escapes that are not UTF-8
+        ("plus+sign.pdf", "plus+sign.pdf"),
+        ("v.pdf?versionId=3", "v.pdf?versionId=3"),
+        # Percent-encoded paths: only URL characters, and every % starts a UTF-8 escape.
+        ("Q1%20report%20%231%2Bfinal%20%28%C3%BC%29%26x%3D1%3F.pdf", ODD_KEY),
+        ("dir%2Fa.pdf", "dir/a.pdf"),
+        ("report%2025.pdf", "report 25.pdf"),
+    ],
+)
+def test_full_url_paths_raw_or_percent_encoded(path, key):
+    backend = memory_backend()
+    router = StorageRouter({"m": backend}, "m")
+    assert router.locate(f"memory://{backend.store.bucket}/{path}") == (backend, key)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("a/%2E%2E/%2E%2E/x", "parent reference"),
+        ("x%00y", "NUL"),
+        ("", "empty"),
+    ],
+)
+def test_decoded_url_paths_are_checked_like_raw_ones(path, reason):
+    backend = memory_backend()
+    router = StorageRouter({"m": backend}, "m")
+    with pytest.raises(InvalidKey, match=reason):
+        router.locate(f"memory://{backend.store.bucket}/{path}")
+
+
+AZURE_KEY_ENV = {"DOCPROXY_TEST_AZURE_KEY": AZURITE_KEY}
+AZURE_REFUSED = {
+    "ip-without-account": (
+        {
+            "account_name": AZURITE_ACCOUNT,
+            "account_key_env": "DOCPROXY_TEST_AZURE_KEY",
+            "endpoint_url": "http://127.0.0.1:10000",
+        },
+        "storage.backends.az.endpoint_url: ",
+    ),
+    "token-over-http": (
+        {"account_name": "acct", "presign": "proxy", "endpoint_url": "http://blob.internal/acct"},
+        "storage.backends.az.endpoint_url: ",
+    ),
+    "malformed-connection-string": (
+        {"connection_string_env": "DOCPROXY_TEST_AZURE_CONNECTION"},
+        "storage.backends.az.connection_string_env: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AZURE_REFUSED))
+def test_azure_configs_serve_would_refuse_are_refused_by_check_config(tmp_path, case):
+    options, problem = AZURE_REFUSED[case]
+    config = merge(
+        base_config(tmp_path),
+        {"storage": {"backends": {"az": {"protocol": "az", "container": "c", **options}}}},
+    )
+    path = write_config(tmp_path / "config.yaml", config)
+    env = clean_env(
+        **AZURE_KEY_ENV,
+        DOCPROXY_TEST_AZURE_CONNECTION=f"AccountName=a;AccountKey={AZURITE_KEY};junk",
+    )
+    checked = docproxy("check-config", "--config", str(path), env=env)
+    served = docproxy("serve", "--config", str(path), "--port", str(free_port()), env=env)
+    for result in (checked, served):
+        assert result.returncode != 0, result
+        assert "Traceback" not in result.stderr
+        assert problem in result.stderr, result.stderr
+    assert served.stderr == checked.stderr
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs", "az"])

@@ -398,6 +398,21 @@ def test_backends_of_different_kinds_serve_side_by_side(make_service, catalog, s
         assert httpx.get(url, timeout=30).content == body
 
 
+def test_azure_account_key_with_an_http_endpoint_reaches_azurite(make_service, catalog, stores):
+    """``account_name`` + ``account_key_env`` + an ``http://`` ``endpoint_url``: plain HTTP."""
+    store = stores["az"]
+    bucket = new_bucket(store)
+    store.put(bucket, "plain.txt", b"over plain http")
+    document_id = catalog.add(store.url(bucket, "plain.txt"), title="plain.txt")
+    service = serve(make_service, catalog, {"cloud": store.key_backend(bucket)}, [store])
+    got = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth(service))
+    assert got.status_code == 200, got.text
+    assert got.content == b"over plain http"
+    url = presign(service, document_id).json()["data"]["download_url"]
+    assert url.startswith(f"{store.endpoint}/{AZURITE_ACCOUNT}/{bucket}/plain.txt?")
+    assert httpx.get(url, timeout=30).content == b"over plain http"
+
+
 def test_azure_url_with_account_netloc_routes_to_the_container(make_service, catalog, stores):
     store = stores["az"]
     bucket = new_bucket(store)
@@ -407,3 +422,59 @@ def test_azure_url_with_account_netloc_routes_to_the_container(make_service, cat
     got = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth(service))
     assert got.status_code == 200
     assert got.content == b"abfs form"
+
+
+# -- object keys with reserved characters -----------------------------------------------------
+
+# Keys as stored, with space, #, +, (, ), ü, &, =, ?, and % (alone, and before two hex digits).
+RESERVED_KEYS = ("odd/Q1 report #1+final (ü)&x=1?.pdf", "odd/50% off=yes+more (%41).pdf")
+
+
+@pytest.mark.parametrize("kind", ["file", "s3", "gcs", "az"])
+def test_keys_with_reserved_characters_as_raw_or_percent_encoded_urls(
+    make_service, catalog, stores, tmp_path, kind
+):
+    """The same object by its raw URL, its percent-encoded URL and its relative path."""
+    bodies = {key: f"{kind}: {key}\n".encode() * 100 for key in RESERVED_KEYS}
+    if kind == "file":
+        root = tmp_path / "files"  # the local backend of the base config
+        for key, body in bodies.items():
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(body)
+        backends: dict[str, dict] = {}
+        used: list[Store] = []
+        default = "local"
+
+        def url(key: str, encode: bool) -> str:
+            path = str(root / key)
+            return f"file://{quote(path) if encode else path}"
+    else:
+        store = stores[kind]
+        bucket = new_bucket(store)
+        for key, body in bodies.items():
+            store.put(bucket, key, body)
+        backends, used, default = {"cloud": store.backend(bucket)}, [store], "cloud"
+
+        def url(key: str, encode: bool) -> str:
+            return store.url(bucket, quote(key) if encode else key)
+
+    rows = []
+    for key, body in bodies.items():
+        for path in (url(key, encode=False), url(key, encode=True), key):
+            rows.append((catalog.add(path, title="report.pdf"), path, body))
+    climbing = catalog.add(url("odd/%2E%2E/%2E%2E/%2E%2E/etc/passwd", encode=False))
+    service = serve(make_service, catalog, backends, used, default=default)
+    headers = auth(service)
+    got = httpx.get(f"{service.base_url}/download/{climbing}", headers=headers)
+    assert_envelope(got, 437, "Document not found")
+    assert f"document {climbing!r} has a refused file path: " in service.log()
+    assert "(the URL path, read as percent-encoded)" in service.log()
+    for document_id, path, body in rows:
+        got = httpx.get(f"{service.base_url}/download/{document_id}", headers=headers)
+        assert got.status_code == 200, (path, got.text)
+        assert got.content == body, path
+        posted = presign(service, document_id)
+        assert posted.status_code == 200, (path, posted.text)
+        fetched = httpx.get(posted.json()["data"]["download_url"], timeout=30)
+        assert fetched.status_code == 200, (path, fetched.text)
+        assert fetched.content == body, path
