@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TAG = "docproxy:test"
 MAX_SIZE = 250 * 1000**2  # bytes, in the MB podman image ls shows
+WRITABLE = ("/var/lib/docproxy", "/tmp")  # the image user's folders (volumes in Kubernetes)
+RUNTIME_WRITES = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run", "/run/.containerenv"}
 # The variables the image's config reads; it has no defaults for them.
 ENVIRONMENT = {
     "DOCPROXY_TOKEN_KEY": secrets.token_hex(32),
@@ -127,6 +129,7 @@ def test_the_image_serves_a_document_to_a_token(image, tmp_path):
     healthcheck = image.config["Healthcheck"]["Test"][1:]  # after "CMD"
     probe_env = {"DOCPROXY_HEALTHCHECK_URL": f"{base}/healthz"}
     log = tmp_path / "serve.log"
+    store.run(container, "touch", "/tmp/serve-started")
     server = store.start(container, [*image.config["Cmd"], "--port", str(port)], ENVIRONMENT, log)
     try:
         wait_until_healthy(base, server, log)
@@ -157,6 +160,17 @@ def test_the_image_serves_a_document_to_a_token(image, tmp_path):
     finally:
         store.stop(server)
     assert store.run(container, *healthcheck, env=probe_env).returncode != 0  # nothing listens
+    # Kubernetes runs it with a read-only root filesystem: docproxy may only have written in
+    # the embedded catalog's folder and /tmp. (buildah itself writes the network files on each
+    # run, as the kubelet mounts its own.)
+    written = set(
+        store.run(
+            container, "sh", "-c", "find / -xdev -newer /tmp/serve-started 2>/dev/null; true"
+        ).stdout.split()
+    )
+    assert "/etc/hosts" in written  # the search sees the runtime's writes
+    outside = {path for path in written - RUNTIME_WRITES if not path.startswith(WRITABLE)}
+    assert outside == set()
 
     output = log.read_text(errors="replace")
     assert "docproxy ready: config /etc/docproxy/config.yaml" in output
