@@ -99,6 +99,10 @@ def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], Non
     Each server started is registered in ``stops`` at once, so the caller stops it even when
     a later one fails."""
     plan, work = b.plan, b.work
+    if "docproxy" in needed:
+        # docproxy always has its S3 backend when moto is there, so that what it imports and
+        # holds in memory is the same whichever rows run.
+        needed |= {"moto"}
     moto = MotoS3(work)
     if "moto" in needed and not s3_supported():
         b.servers.missing["moto"] = "no `s3` backend in backends.registry"
