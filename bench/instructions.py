@@ -15,13 +15,12 @@ import json
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.clients import BenchError, http_request, read_head
-from bench.servers import REPO, Docproxy, make_file
+from bench.servers import Docproxy, compile_bytecode, make_file
 
 WARM_UP = 50
 SMALL = 10 * 1024
@@ -91,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.instructions: valgrind is not installed (apt-get install valgrind)")
         return 2
     n1, n2 = sorted(args.requests)
-    # Byte-compile first: a module whose .pyc is stale would be compiled in the first run only,
-    # and that one-off cost would come out of the difference.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "proxy", "backends"], cwd=REPO)
+    # A module whose .pyc is stale would be compiled in the first run only, and that one-off
+    # cost would come out of the difference.
+    compile_bytecode()
     with tempfile.TemporaryDirectory(prefix="docproxy-instructions-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -1,39 +1,34 @@
 """``python -m bench``: set everything up on loopback, measure, print one Markdown table.
 
 Every row is docproxy ÷ its baseline measured in the same run, the median of several rounds
-that alternate between the two. ``--quick`` runs every row small and short (seconds), so CI
+that alternate between them. ``--quick`` runs every row small and short (seconds), so CI
 keeps the benchmark working; its figures mean nothing. ``--rows 3,6`` runs only the rows
-named (comma-separated: 1, 1b, 2, 3, 4, 4b, 5, 6) and, being partial, does not write
-``bench/results/`` (it prints the table only).
+named (comma-separated: 1, 1b, 2, 2w, 3, 3w, 4, 4b, 5, 6, 7) and, being partial, does not
+write ``bench/results/`` (it prints the table only).
+
+The rows themselves live in ``bench.rows`` (one module per group, listed in its registry);
+this module holds the plans, starts each server the chosen rows need once (shared by them),
+runs the rows and renders the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import os
 import platform
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
-from bench.clients import (
-    BenchError,
-    LoadResult,
-    download,
-    load,
-    parallel_downloads,
-    slow_download,
-    wrk_available,
-)
+from bench.clients import BenchError, download, wrk_available
+from bench.measure import Bench, GiB, KiB, MiB, Plan, Row
+from bench.rows.registry import groups, known_rows, table_order
 from bench.servers import (
     REPO,
     S3_BUCKET,
@@ -41,33 +36,12 @@ from bench.servers import (
     Docproxy,
     MotoS3,
     Nginx,
+    Rclone,
     StarletteBaseline,
     make_file,
-    rss_kib,
 )
 
-ROW_NUMBERS = frozenset({"1", "1b", "2", "3", "4", "4b", "5", "6"})
 RESULTS = Path(__file__).resolve().parent / "results"
-GiB = 1024**3
-MiB = 1024**2
-KiB = 1024
-
-
-@dataclass(frozen=True)
-class Plan:
-    big: int
-    small: int
-    s3_size: int
-    streams: int
-    big_rounds: int
-    stream_rounds: int
-    s3_rounds: int  # row 6 rounds are short (~0.3 s): more of them, so one slow moment weighs less
-    load_seconds: float
-    load_rounds: int
-    slow_clients: int
-    slow_seconds: float
-    connections: int = 32
-
 
 FULL = Plan(
     big=GiB,
@@ -81,6 +55,8 @@ FULL = Plan(
     load_rounds=3,
     slow_clients=5,
     slow_seconds=10,
+    starts=5,
+    idle_seconds=2,
 )
 QUICK = Plan(
     big=32 * MiB,
@@ -94,359 +70,22 @@ QUICK = Plan(
     load_rounds=1,
     slow_clients=2,
     slow_seconds=1.5,
+    starts=1,
+    idle_seconds=0.5,
     connections=8,
 )
 
 
-@dataclass
-class Row:
-    number: str
-    what: str
-    docproxy: str = "-"
-    baseline: str = "-"
-    ratio: str = "-"
-    target: str = "-"
-    met: str = "-"
-    note: str = ""
+class Server(Protocol):
+    @property
+    def missing(self) -> str | None: ...
 
-    def skip(self, reason: str) -> Row:
-        self.met = "skipped"
-        self.note = reason
-        return self
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
-@dataclass
-class Bench:
-    plan: Plan
-    work: Path
-    log: Callable[[str], None]
-    rows: list[Row] = field(default_factory=list)
-    only: frozenset[str] | None = None  # ``--rows``: the row numbers to run; None = all
-    files: dict[str, BenchFile] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def fmt_rate(gbps: float) -> str:
-    return f"{gbps:.2f} GB/s"
-
-
-def fmt_load(result: LoadResult) -> str:
-    errors = f", {result.errors} errors" if result.errors else ""
-    return (
-        f"{result.requests_per_second:,.0f} req/s (p50 {result.p50_ms:.1f} ms, "
-        f"p99 {result.p99_ms:.1f} ms{errors})"
-    )
-
-
-def verdict(ok: bool) -> str:
-    return "yes" if ok else "**no**"
-
-
-class RssSampler:
-    """Peak resident memory of one process while a row runs, sampled every 10 ms."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.start_kib = rss_kib(pid)
-        self.peak_kib = self.start_kib
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
-
-
-def alternate(rounds: int, first: Callable[[], float], second: Callable[[], float]) -> tuple:
-    """Run two measurements in alternation; the median of each."""
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(rounds):
-        a.append(first())
-        b.append(second())
-    return median(a), median(b)
-
-
-def median_load(results: list[LoadResult]) -> LoadResult:
-    ordered = sorted(results, key=lambda r: r.requests_per_second)
-    return ordered[len(ordered) // 2]
-
-
-def one_stream(port: int, path: str, headers: dict[str, str], size: int) -> float:
-    started = time.perf_counter()
-    received = download(port, path, headers, expect=size)
-    return received / (time.perf_counter() - started) / 1e9
-
-
-# --- the rows ------------------------------------------------------------------------------
-
-
-def row_one_stream(b: Bench, proxy: Docproxy, nginx: Nginx | None) -> Row:
-    row = Row("1", f"one {b.plan.big // MiB} MiB download, local backend")
-    big = b.files["big"]
-    auth = {"Authorization": f"Bearer {proxy.token()}"}
-    measure_proxy = lambda: one_stream(proxy.port, "/download/big", auth, big.size)  # noqa: E731
-    if nginx is None:
-        row.docproxy = fmt_rate(median([measure_proxy() for _ in range(b.plan.big_rounds)]))
-        return row.skip("nginx not installed: no baseline")
-    measure_nginx = lambda: one_stream(nginx.port, f"/files/{big.key}", {}, big.size)  # noqa: E731
-    ours, theirs = alternate(b.plan.big_rounds, measure_proxy, measure_nginx)
-    row.docproxy, row.baseline = fmt_rate(ours), f"nginx {fmt_rate(theirs)}"
-    row.ratio, row.target, row.met = f"{ours / theirs:.2f}", ">= 0.6", verdict(ours / theirs >= 0.6)
-    return row
-
-
-def row_accel(b: Bench, accel: Docproxy | None, nginx: Nginx | None) -> Row:
-    row = Row("1b", "same, nginx in front, docproxy answers X-Accel-Redirect")
-    if nginx is None:
-        return row.skip("nginx not installed")
-    if accel is None:
-        return row.skip("docproxy with accel_redirect did not start")
-    big = b.files["big"]
-    auth = {"Authorization": f"Bearer {accel.token()}"}
-    ours, theirs = alternate(
-        b.plan.big_rounds,
-        lambda: one_stream(nginx.front_port, "/download/big", auth, big.size),
-        lambda: one_stream(nginx.port, f"/files/{big.key}", {}, big.size),
-    )
-    row.docproxy, row.baseline = fmt_rate(ours), f"nginx {fmt_rate(theirs)}"
-    row.ratio, row.target, row.met = f"{ours / theirs:.2f}", "≈ 1", verdict(ours / theirs >= 0.8)
-    return row
-
-
-def row_streams(b: Bench, proxy: Docproxy, nginx: Nginx | None) -> Row:
-    n = b.plan.streams
-    row = Row("2", f"{n} concurrent {b.plan.big // MiB} MiB downloads: aggregate, peak RSS")
-    big = b.files["big"]
-    auth = {"Authorization": f"Bearer {proxy.token()}"}
-    assert proxy.process is not None
-    samplers: list[RssSampler] = []
-
-    def measure_proxy() -> float:
-        with RssSampler(proxy.process.pid) as sampler:  # type: ignore[union-attr]
-            total, seconds = parallel_downloads(n, proxy.port, "/download/big", auth, big.size)
-        samplers.append(sampler)
-        return total / seconds / 1e9
-
-    if nginx is None:
-        ours = median([measure_proxy() for _ in range(b.plan.stream_rounds)])
-        theirs = None
-    else:
-        ours, theirs = alternate(
-            b.plan.stream_rounds,
-            measure_proxy,
-            lambda: (lambda t, s: t / s / 1e9)(
-                *parallel_downloads(n, nginx.port, f"/files/{big.key}", {}, big.size)
-            ),
-        )
-    peak = max(s.peak_kib for s in samplers)
-    per_download = max((s.peak_kib - s.start_kib) for s in samplers) / n / 1024
-    row.docproxy = (
-        f"{fmt_rate(ours)}; peak RSS {peak / 1024:.0f} MiB ({per_download:.1f} MiB/download)"
-    )
-    memory_ok = per_download <= 3.0
-    if theirs is None:
-        row.target, row.met = "<= 3 MiB/download", verdict(memory_ok)
-        row.note = "nginx not installed: no throughput baseline"
-        return row
-    row.baseline = f"nginx {fmt_rate(theirs)}"
-    row.ratio = f"{ours / theirs:.2f}"
-    row.target = ">= 0.6; <= 3 MiB/download"
-    row.met = verdict(ours / theirs >= 0.6 and memory_ok)
-    return row
-
-
-def row_small(b: Bench, proxy: Docproxy, nginx: Nginx | None) -> Row:
-    c = b.plan.connections
-    row = Row("3", f"{b.plan.small // KiB} KiB documents end to end (token, catalog), {c} conns")
-    small = b.files["small"]
-    auth = {"Authorization": f"Bearer {proxy.token()}"}
-    ours_runs, theirs_runs = [], []
-    for _ in range(b.plan.load_rounds):
-        ours_runs.append(
-            load(
-                proxy.port,
-                "GET",
-                "/download/small",
-                auth,
-                connections=c,
-                seconds=b.plan.load_seconds,
-            )
-        )
-        if nginx is not None:
-            theirs_runs.append(
-                load(
-                    nginx.port,
-                    "GET",
-                    f"/files/{small.key}",
-                    {},
-                    connections=c,
-                    seconds=b.plan.load_seconds,
-                )
-            )
-    ours = median_load(ours_runs)
-    row.docproxy = fmt_load(ours)
-    row.target = ">= 4,000 req/s, p99 < 20 ms"
-    met = ours.requests_per_second >= 4000 and ours.p99_ms < 20 and not ours.errors
-    row.met = verdict(met)
-    if ours.errors:
-        b.failures.append(f"row 3: {ours.errors} failed requests")
-    if theirs_runs:
-        theirs = median_load(theirs_runs)
-        row.baseline = "nginx " + fmt_load(theirs)
-        row.ratio = f"{ours.requests_per_second / theirs.requests_per_second:.2f}"
-    else:
-        row.note = "nginx not installed: no baseline"
-    return row
-
-
-def row_presign(
-    b: Bench,
-    proxy: Docproxy,
-    baseline: StarletteBaseline,
-    document_id: str,
-    number: str,
-    label: str,
-    goal: int,
-) -> Row:
-    c = b.plan.connections
-    row = Row(number, f"POST /download end to end, {label}, {c} conns")
-    headers = {"Authorization": f"Bearer {proxy.token()}", "Content-Type": "application/json"}
-    body = f'{{"document_id":"{document_id}"}}'
-    ours_runs, theirs_runs = [], []
-    for _ in range(b.plan.load_rounds):
-        ours_runs.append(
-            load(
-                proxy.port,
-                "POST",
-                "/download",
-                headers,
-                body,
-                connections=c,
-                seconds=b.plan.load_seconds,
-            )
-        )
-        theirs_runs.append(
-            load(
-                baseline.port,
-                "POST",
-                "/download",
-                {"Content-Type": "application/json"},
-                body,
-                connections=c,
-                seconds=b.plan.load_seconds,
-            )
-        )
-    ours, theirs = median_load(ours_runs), median_load(theirs_runs)
-    if ours.errors:
-        b.failures.append(f"row {number}: {ours.errors} failed requests")
-    row.docproxy = fmt_load(ours)
-    row.baseline = "bare Starlette " + fmt_load(theirs)
-    row.ratio = f"{ours.requests_per_second / theirs.requests_per_second:.2f}"
-    row.target = f">= {goal:,} req/s"
-    row.met = verdict(ours.requests_per_second >= goal and not ours.errors)
-    return row
-
-
-def row_slow(b: Bench, proxy: Docproxy) -> Row:
-    n, seconds = b.plan.slow_clients, b.plan.slow_seconds
-    row = Row(
-        "5", f"{n} slow clients (1 MiB/s) on a {b.plan.big // MiB} MiB file for {seconds:g} s"
-    )
-    auth = {"Authorization": f"Bearer {proxy.token()}"}
-    assert proxy.process is not None
-    pid = proxy.process.pid
-    before = rss_kib(pid)
-    samples: list[int] = []
-    threads = [
-        threading.Thread(
-            target=slow_download, args=(proxy.port, "/download/big", auth, MiB, seconds)
-        )
-        for _ in range(n)
-    ]
-    for thread in threads:
-        thread.start()
-    started = time.perf_counter()
-    while any(t.is_alive() for t in threads):
-        samples.append(rss_kib(pid))
-        time.sleep(0.1)
-    for thread in threads:
-        thread.join()
-    # Growth while the clients read, once the first third of the run has filled the
-    # per-connection buffers and malloc's per-thread arenas (flat afterwards if bounded).
-    settle = seconds / 3
-    settled = [s for i, s in enumerate(samples) if i * 0.1 >= settle] or samples
-    growth = (max(settled) - settled[0]) / 1024
-    peak = (max(samples) - before) / 1024 if samples else 0.0
-    row.docproxy = (
-        f"RSS +{peak:.1f} MiB over idle ({peak / n:.1f} MiB/client); "
-        f"+{growth:.1f} MiB from {settle:.1f} s to {time.perf_counter() - started:.0f} s"
-    )
-    row.target = "flat (<= 2 MiB); <= 3 MiB/client"
-    row.met = verdict(growth <= 2.0 and peak / n <= 3.0)
-    return row
-
-
-async def _s3fs_read(endpoint: str, key: str) -> tuple[int, float]:
-    """Read the object with s3fs: (bytes, seconds); the client set-up is not timed."""
-    from s3fs import S3FileSystem
-
-    fs = S3FileSystem(
-        key="test",
-        secret="test",
-        endpoint_url=endpoint,
-        asynchronous=True,
-        config_kwargs={"signature_version": "s3v4"},
-    )
-    session = await fs.set_session()
-    try:
-        started = time.perf_counter()
-        handle = await fs.open_async(f"{S3_BUCKET}/{key}", "rb", block_size=MiB)
-        total = 0
-        while chunk := await handle.read(MiB):  # short reads are not the end
-            total += len(chunk)
-        await handle.close()
-        return total, time.perf_counter() - started
-    finally:
-        await session.close()
-
-
-def row_s3_stream(b: Bench, proxy: Docproxy, moto: MotoS3) -> Row:
-    row = Row("6", f"one {b.plan.s3_size // MiB} MiB download from S3 (moto)")
-    auth = {"Authorization": f"Bearer {proxy.token()}"}
-    size = b.plan.s3_size
-
-    def direct() -> float:
-        got, seconds = asyncio.run(_s3fs_read(moto.endpoint, "big.bin"))
-        if got != size:
-            raise BenchError(f"s3fs read {got} of {size} bytes")
-        return size / seconds / 1e9
-
-    ours, theirs = alternate(
-        b.plan.s3_rounds,
-        lambda: one_stream(proxy.port, "/download/s3-big", auth, size),
-        direct,
-    )
-    row.docproxy, row.baseline = fmt_rate(ours), f"s3fs direct {fmt_rate(theirs)}"
-    row.ratio, row.target = f"{ours / theirs:.2f}", ">= 0.9"
-    row.met = verdict(ours / theirs >= 0.9)
-    return row
-
-
-# --- setup and report ------------------------------------------------------------------------
+# --- the servers -----------------------------------------------------------------------------
 
 
 def s3_supported() -> bool:
@@ -455,7 +94,120 @@ def s3_supported() -> bool:
     return "s3" in known_protocols()
 
 
-def versions(nginx: Nginx | None) -> str:
+def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], None]]) -> None:
+    """Start each server in ``needed`` once, in dependency order, and note why any is missing.
+    Each server started is registered in ``stops`` at once, so the caller stops it even when
+    a later one fails."""
+    plan, work = b.plan, b.work
+    if "docproxy" in needed:
+        # docproxy always has its S3 backend when moto is there, so that what it imports and
+        # holds in memory is the same whichever rows run.
+        needed |= {"moto"}
+    moto = MotoS3(work)
+    if "moto" in needed and not s3_supported():
+        b.servers.missing["moto"] = "no `s3` backend in backends.registry"
+    else:
+        start(b, "moto", moto, needed, stops)
+    with_s3 = b.servers.get("moto", MotoS3) is not None
+    # moto's credentials, named by the S3 backend's key_env/secret_env; set here too because
+    # register() parses the config in this process.
+    os.environ.update(
+        {"BENCH_S3_KEY": "test", "BENCH_S3_SECRET": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    proxy = Docproxy(work, s3_endpoint=moto.endpoint if with_s3 else None)
+    accel = Docproxy(work, s3_endpoint=None, accel=True, name="docproxy-accel")
+    two = Docproxy(work, s3_endpoint=None, workers=2, name="docproxy-2w")
+    servers: dict[str, Server] = {
+        "docproxy": proxy,
+        "docproxy-accel": accel,
+        "docproxy-2w": two,
+        "nginx": Nginx(work, proxy.root, accel.port),
+        "nginx-2w": Nginx(work, proxy.root, accel.port, workers=2, name="nginx-2w"),
+        "rclone": Rclone(work, proxy.root),
+        "starlette": StarletteBaseline(work),
+    }
+    for name, size in (("big", plan.big), ("small", plan.small)):
+        key = f"{name}-{size}.pdf"
+        b.log(f"writing {size:,} bytes to {key}")
+        make_file(proxy.root / key, size)
+        b.files[name] = BenchFile(name, key, size)
+    for instance in (proxy, accel, two):
+        instance.write_config()  # all share one catalog file and one local root
+    for f in b.files.values():
+        proxy.register(f.document_id, f.key, f"{f.document_id}.pdf", f.size)
+    if with_s3:
+        s3_source = work / "s3-big.bin"
+        make_file(s3_source, plan.s3_size)
+        b.log(f"uploading {plan.s3_size:,} bytes to moto")
+        moto.upload("big.bin", s3_source)
+        proxy.register("s3-big", f"s3://{S3_BUCKET}/big.bin", "s3-big.pdf", plan.s3_size)
+        proxy.register("s3-small", f"s3://{S3_BUCKET}/big.bin", "s3-small.pdf", plan.s3_size)
+    for name, server in servers.items():
+        start(b, name, server, needed, stops)
+    if b.servers.get("docproxy", Docproxy) is not None:
+        # Warm up: page cache, the lazily imported paths, the token.
+        download(proxy.port, "/download/small", {"Authorization": f"Bearer {proxy.token()}"})
+
+
+def start(
+    b: Bench, name: str, server: Server, needed: frozenset[str], stops: list[Callable[[], None]]
+) -> None:
+    if name not in needed:
+        return
+    if server.missing:
+        b.servers.missing[name] = server.missing
+        b.log(f"{server.missing}: the rows that need {name} say so")
+        return
+    b.log(f"starting {name}")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        stops.append(server.stop)
+        b.servers.missing[name] = f"{name} did not start"
+        b.failures.append(f"{name} did not start: {exc}")
+        return
+    stops.append(server.stop)
+    b.servers.started[name] = server
+
+
+def run_rows(b: Bench, only: frozenset[str] | None, stops: list[Callable[[], None]]) -> None:
+    """Start the servers the chosen rows need, then run each row group once."""
+    chosen = [
+        (group, frozenset(n for n in group.numbers if only is None or n in only))
+        for group in groups()
+    ]
+    chosen = [(group, selected) for group, selected in chosen if selected]
+    needed = frozenset(
+        server for group, selected in chosen for n in selected for server in group.needs[n]
+    )
+    if needed:
+        start_servers(b, needed, stops)
+    for group, selected in chosen:
+        b.log(f"row {', '.join(selected_in_order(group.numbers, selected))}")
+        try:
+            b.rows.extend(group.measure(b, selected))
+        except (BenchError, OSError, RuntimeError) as exc:
+            for number in selected_in_order(group.numbers, selected):
+                b.failures.append(f"row {number}: {exc}")
+                b.rows.append(Row(number, "failed").skip(str(exc)))
+    b.rows.sort(key=lambda row: table_order(row.number))
+    for r in b.rows:
+        if r.met == "skipped" and not r.docproxy.strip("-"):
+            r.docproxy = f"skipped: {r.note}"
+            r.note = ""
+    proxy = b.servers.get("docproxy", Docproxy)
+    if proxy is not None:
+        b.log(f"docproxy log: {proxy.log_path}")
+
+
+def selected_in_order(numbers: tuple[str, ...], selected: frozenset[str]) -> list[str]:
+    return [n for n in numbers if n in selected]
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def versions() -> str:
     names = ["starlette", "uvicorn", "uvloop", "httptools", "joserfc", "databases", "s3fs", "moto"]
     found = []
     for name in names:
@@ -467,7 +219,8 @@ def versions(nginx: Nginx | None) -> str:
     if wrk_available():
         out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
         wrk = (out.stdout + out.stderr).split()[1] if (out.stdout + out.stderr).split() else "?"
-    found.append(f"nginx {nginx.version() if nginx else 'absent'}")
+    found.append(f"nginx {Nginx.version()}")
+    found.append(f"rclone {Rclone.version()}")
     found.append(f"wrk {wrk}")
     return f"Python {platform.python_version()}, " + ", ".join(found)
 
@@ -494,135 +247,46 @@ def commit() -> str:
     return (out.stdout.strip() or "unknown") + (" (+ uncommitted changes)" if dirty else "")
 
 
-def render(b: Bench, nginx: Nginx | None, started: dt.datetime, mode: str) -> str:
+SETUP = [
+    "- Setup: everything on loopback on this machine, the load generator (wrk or the Python "
+    "clients) included: it shares the {cores} cores with the servers. Files are in the page "
+    "cache. Each figure is the median of several rounds, the servers taking turns. "
+    "Load: {load}.",
+    "- docproxy: `python -m proxy serve`, one worker (two in rows 2w and 3w); uvicorn + uvloop "
+    "+ httptools; log_level info, so one log line per download, and `server.access_log: "
+    "false`, as nginx runs with access_log off.",
+    "- nginx: its own config, sendfile on, access_log off, as many workers as the docproxy it "
+    "is measured against: one, two in row 2w.",
+    "- rclone (the peer): `rclone serve http` with basic auth over the same folder, "
+    "GOMAXPROCS=1 (one core, as docproxy's one worker); its cell is its figure and, in "
+    "brackets, its ratio to the baseline (nginx).",
+    "- CPU s/GB: user + system CPU seconds of each server's whole process tree (from /proc) "
+    "per GB it sent, docproxy / baseline / rclone.",
+]
+
+
+def render(b: Bench, started: dt.datetime, mode: str) -> str:
+    load = "wrk -t1" if wrk_available() else "python keep-alive client"
     lines = [
         f"# docproxy benchmark ({mode})",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine()}",
-        f"- Versions: {versions(nginx)}",
+        f"- Versions: {versions()}",
         f"- docproxy commit: {commit()}",
-        "- Setup: everything on loopback on this machine, client included; docproxy is "
-        "`python -m proxy serve` with one worker (uvicorn + uvloop + httptools; log_level info, "
-        "so one log line per download, and `server.access_log: false`, as nginx runs with "
-        "access_log off); nginx (when installed) runs its own config: one worker, sendfile on, "
-        "access_log off; files are in "
-        "the page cache. Each figure is the median of several rounds, docproxy and baseline "
-        f"alternating. Load: {'wrk -t1' if wrk_available() else 'python keep-alive client'}.",
+        *(line.format(cores=os.cpu_count(), load=load) for line in SETUP),
         "",
-        "| # | measurement | docproxy | baseline | ratio | target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| # | measurement | docproxy | baseline | ratio | rclone (÷ baseline) | CPU s/GB "
+        "| target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in b.rows:
         ours = r.docproxy if not r.note else f"{r.docproxy} ({r.note})"
         lines.append(
-            f"| {r.number} | {r.what} | {ours} | {r.baseline} | {r.ratio} | {r.target} | {r.met} |"
+            f"| {r.number} | {r.what} | {ours} | {r.baseline} | {r.ratio} | {r.peer} | {r.cpu} "
+            f"| {r.target} | {r.met} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def run_rows(b: Bench, stops: list[Callable[[], None]]) -> Nginx | None:
-    """Run every row; each server started is registered in ``stops`` at once, so the caller
-    stops it even when a row fails half-way."""
-    plan, work = b.plan, b.work
-    moto = MotoS3(work)
-    use_s3 = moto.available and s3_supported()
-    if use_s3:
-        b.log("starting moto_server")
-        moto.start()
-        stops.append(moto.stop)
-
-    # moto's credentials, named by the S3 backend's key_env/secret_env; set here too because
-    # register() parses the config in this process.
-    env = {"BENCH_S3_KEY": "test", "BENCH_S3_SECRET": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update(env)
-    proxy = Docproxy(work, s3_endpoint=moto.endpoint if use_s3 else None)
-    accel = Docproxy(work, s3_endpoint=None, accel=True, name="docproxy-accel")
-    for name, size in (("big", plan.big), ("small", plan.small)):
-        key = f"{name}-{size}.pdf"
-        b.log(f"writing {size:,} bytes to {key}")
-        make_file(proxy.root / key, size)
-        b.files[name] = BenchFile(name, key, size)
-    proxy.write_config()
-    accel.write_config()
-    for f in b.files.values():
-        proxy.register(f.document_id, f.key, f"{f.document_id}.pdf", f.size)
-    if use_s3:
-        s3_source = work / "s3-big.bin"
-        make_file(s3_source, plan.s3_size)
-        b.log(f"uploading {plan.s3_size:,} bytes to moto")
-        moto.upload("big.bin", s3_source)
-        proxy.register("s3-big", f"s3://{S3_BUCKET}/big.bin", "s3-big.pdf", plan.s3_size)
-        proxy.register("s3-small", f"s3://{S3_BUCKET}/big.bin", "s3-small.pdf", plan.s3_size)
-    b.log("starting docproxy")
-    proxy.start(env)
-    stops.append(proxy.stop)
-
-    nginx: Nginx | None = Nginx(work, proxy.root, accel.port)
-    if not nginx.available:
-        b.log("nginx is not installed (apt-get install -y nginx): the nginx rows are skipped")
-        nginx = None
-    accel_ready = False
-    if nginx is not None:
-        b.log("starting docproxy with X-Accel-Redirect, and nginx (one worker, sendfile on)")
-        try:
-            accel.start(env)
-            stops.append(accel.stop)
-            accel_ready = True
-        except RuntimeError as exc:
-            b.failures.append(f"docproxy with accel_redirect did not start: {exc}")
-        nginx.start()
-        stops.append(nginx.stop)
-    baseline = StarletteBaseline(work)
-    baseline.start()
-    stops.append(baseline.stop)
-
-    # Warm up: page cache, the JIT-free but lazily imported paths, the token.
-    download(proxy.port, "/download/small", {"Authorization": f"Bearer {proxy.token()}"})
-
-    steps: list[tuple[str, Callable[[], Row]]] = [
-        ("1", lambda: row_one_stream(b, proxy, nginx)),
-        ("1b", lambda: row_accel(b, accel if accel_ready else None, nginx)),
-        ("2", lambda: row_streams(b, proxy, nginx)),
-        ("3", lambda: row_small(b, proxy, nginx)),
-        ("4", lambda: row_presign(b, proxy, baseline, "small", "4", "local HMAC link", 4000)),
-    ]
-    if use_s3:
-        steps.append(
-            (
-                "4b",
-                lambda: row_presign(b, proxy, baseline, "s3-small", "4b", "S3 SigV4 (moto)", 2500),
-            )
-        )
-    steps.append(("5", lambda: row_slow(b, proxy)))
-    if use_s3:
-        steps.append(("6", lambda: row_s3_stream(b, proxy, moto)))
-    if b.only is not None:
-        steps = [(number, step) for number, step in steps if number in b.only]
-    for number, step in steps:
-        b.log(f"row {number}")
-        try:
-            b.rows.append(step())
-        except (BenchError, OSError, RuntimeError) as exc:
-            b.failures.append(f"row {number}: {exc}")
-            b.rows.append(Row(number, "failed", note=str(exc)).skip(str(exc)))
-    if not use_s3 and (b.only is None or b.only & {"4b", "6"}):
-        reason = (
-            "moto_server not installed"
-            if not moto.available
-            else "no `s3` backend in backends.registry yet"
-        )
-        b.rows.append(Row("4b", "POST /download end to end, S3 SigV4 (moto)").skip(reason))
-        b.rows.append(
-            Row("6", f"one {plan.s3_size // MiB} MiB download from S3 (moto)").skip(reason)
-        )
-    b.rows.sort(key=lambda r: (int(r.number.rstrip("b")), r.number))
-    for r in b.rows:
-        if r.met == "skipped" and not r.docproxy.strip("-"):
-            r.docproxy = f"skipped: {r.note}"
-            r.note = ""
-    b.log(f"docproxy log: {proxy.log_path}")
-    return nginx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -640,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     only = None
     if args.rows:
         only = frozenset(r.strip() for r in args.rows.split(",") if r.strip())
-        unknown = only - ROW_NUMBERS
+        unknown = only - set(known_rows())
         if unknown:
-            parser.error(f"unknown rows {sorted(unknown)}; known: {sorted(ROW_NUMBERS)}")
+            parser.error(f"unknown rows {sorted(unknown)}; known: {', '.join(known_rows())}")
     plan = QUICK if args.quick else FULL
     started = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="docproxy-bench-"))
@@ -650,24 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
-    bench = Bench(plan, work, log, only=only)
+    bench = Bench(plan, work, log)
     stops: list[Callable[[], None]] = []
-    nginx = None
     try:
-        nginx = run_rows(bench, stops)
+        run_rows(bench, only, stops)
     finally:
         for stop in reversed(stops):
             stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
-        else:
+        if args.keep:
             log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     mode = "quick smoke run, figures meaningless" if args.quick else "full run"
     if only is not None:
-        mode += f", rows {', '.join(sorted(only))} only"
-    table = render(bench, nginx, started, mode)
+        mode += f", rows {', '.join(n for n in known_rows() if n in only)} only"
+    table = render(bench, started, mode)
     print(table)
     if not args.quick and not args.no_save and only is None:
         RESULTS.mkdir(exist_ok=True)

@@ -1,11 +1,14 @@
 """The servers a benchmark run starts on loopback, each on a free port, and stops again.
 
-docproxy (``python -m proxy serve``, one worker), nginx (its own config: sendfile on, one
-worker), a bare Starlette JSON route (the presign baseline) and moto_server (S3).
+docproxy (``python -m proxy serve``, one worker or more), nginx (its own config: sendfile on,
+as many workers as the docproxy it is measured against), rclone (``rclone serve http`` with
+basic auth, the peer), a bare Starlette JSON route (the presign baseline), moto_server (S3),
+and the embedded default sidecar (the repository's ``config.yaml``, started cold).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -56,14 +59,6 @@ def read_log(path: Path) -> str:
     return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process and its children threads, from /proc, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 class Process:
     """A child process with its output in a log file; ``stop`` sends SIGINT, then SIGKILL."""
 
@@ -75,11 +70,15 @@ class Process:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, port: int, timeout: float = 30.0) -> None:
+        wait_for_port(port, self.spawn(), timeout, self.log)
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the program and return at once (``start`` also waits for its port)."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=self.env
             )
-        wait_for_port(port, self.process, timeout, self.log)
+        return self.process
 
     @property
     def pid(self) -> int:
@@ -95,6 +94,12 @@ class Process:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def compile_bytecode() -> None:
+    """Byte-compile docproxy's packages, as an installed copy is: a start (or a run counted
+    with callgrind) must not include compiling modules whose .pyc is missing or stale."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "proxy", "backends"], cwd=REPO)
 
 
 @dataclass
@@ -117,11 +122,20 @@ def make_file(path: Path, size: int) -> None:
 class Docproxy:
     """``python -m proxy serve`` with an embedded catalog and local root under ``workdir``."""
 
+    missing: str | None = None
+
     def __init__(
-        self, workdir: Path, *, s3_endpoint: str | None, accel: bool = False, name: str = "docproxy"
+        self,
+        workdir: Path,
+        *,
+        s3_endpoint: str | None,
+        accel: bool = False,
+        workers: int = 1,
+        name: str = "docproxy",
     ):
         self.workdir = workdir
         self.name = name
+        self.workers = workers
         self.root = workdir / "files"  # shared by every instance in one run, as is the catalog
         self.root.mkdir(exist_ok=True)
         self.port = free_port()
@@ -149,7 +163,7 @@ class Docproxy:
             "server": {
                 "host": "127.0.0.1",
                 "port": self.port,
-                "workers": 1,
+                "workers": self.workers,
                 "log_level": "info",
                 "access_log": False,
             },
@@ -193,7 +207,7 @@ class Docproxy:
     ) -> None:
         """``prefix`` runs the server under another program (``bench.instructions``: valgrind)."""
         self.process = Process(
-            "docproxy",
+            self.name,
             [*prefix, sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)],
             self.log_path,
             env,
@@ -203,6 +217,11 @@ class Docproxy:
     @property
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def stop(self) -> None:
         if self.process:
@@ -221,21 +240,21 @@ class Docproxy:
 
 
 NGINX_CONF = """\
-{user}worker_processes 1;
+{user}worker_processes {workers};
 daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    client_body_temp_path {work}/nginx-body;
-    proxy_temp_path {work}/nginx-proxy;
-    fastcgi_temp_path {work}/nginx-fastcgi;
-    uwsgi_temp_path {work}/nginx-uwsgi;
-    scgi_temp_path {work}/nginx-scgi;
+    client_body_temp_path {work}/{name}-body;
+    proxy_temp_path {work}/{name}-proxy;
+    fastcgi_temp_path {work}/{name}-fastcgi;
+    uwsgi_temp_path {work}/{name}-uwsgi;
+    scgi_temp_path {work}/{name}-scgi;
     types {{ application/pdf pdf; }}
     default_type application/octet-stream;
     upstream docproxy {{
@@ -266,12 +285,21 @@ http {{
 
 
 class Nginx:
-    """nginx from the distribution with its own config: one worker, sendfile on, free ports."""
+    """nginx from the distribution with its own config: sendfile on, free ports, ``workers``
+    worker processes (one unless measured against docproxy with more)."""
 
-    def __init__(self, workdir: Path, root: Path, docproxy_port: int):
-        self.binary = shutil.which("nginx") or (
-            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-        )
+    def __init__(
+        self,
+        workdir: Path,
+        root: Path,
+        docproxy_port: int,
+        *,
+        workers: int = 1,
+        name: str = "nginx",
+    ):
+        self.binary = self.find()
+        self.name = name
+        self.workers = workers
         self.workdir = workdir
         self.root = root
         self.docproxy_port = docproxy_port
@@ -280,23 +308,38 @@ class Nginx:
         self.process: Process | None = None
 
     @property
-    def available(self) -> bool:
-        return self.binary is not None
+    def missing(self) -> str | None:
+        return None if self.binary else "nginx not installed"
 
-    def version(self) -> str:
-        if not self.binary:
-            return "not installed"
-        out = subprocess.run([self.binary, "-v"], capture_output=True, text=True).stderr
+    @staticmethod
+    def find() -> str | None:
+        return shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+
+    @staticmethod
+    def version() -> str:
+        binary = Nginx.find()
+        if not binary:
+            return "absent"
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr
         return out.strip().split("/", 1)[-1]
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def start(self) -> None:
         assert self.binary
-        conf = self.workdir / "nginx.conf"
+        conf = self.workdir / f"{self.name}.conf"
         # Run as root, nginx would hand requests to "nobody", who cannot read the temp dir.
         user = "user root;\n" if os.geteuid() == 0 else ""
         conf.write_text(
             NGINX_CONF.format(
                 user=user,
+                workers=self.workers,
+                name=self.name,
                 work=self.workdir,
                 port=self.port,
                 front_port=self.front_port,
@@ -306,9 +349,9 @@ class Nginx:
             )
         )
         self.process = Process(
-            "nginx",
+            self.name,
             [self.binary, "-c", str(conf), "-p", str(self.workdir), "-e", "stderr"],
-            self.workdir / "nginx.log",
+            self.workdir / f"{self.name}.log",
         )
         self.process.start(self.port)
         wait_for_port(self.front_port, self.process.process, 10, self.process.log)  # type: ignore[arg-type]
@@ -342,6 +385,12 @@ class StarletteBaseline:
             workdir / "starlette.log",
         )
 
+    missing: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def start(self) -> None:
         self.process.start(self.port)
 
@@ -363,8 +412,12 @@ class MotoS3:
         )
 
     @property
-    def available(self) -> bool:
-        return self.binary is not None
+    def missing(self) -> str | None:
+        return None if self.binary else "moto_server not installed"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def start(self) -> None:
         self.process.start(self.port)
@@ -390,3 +443,101 @@ class MotoS3:
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=S3_BUCKET)
         client.upload_file(str(path), S3_BUCKET, key)
+
+
+RCLONE_USER = "bench"
+RCLONE_PASSWORD = "bench-password"
+
+
+class Rclone:
+    """``rclone serve http`` over the files docproxy serves, with basic auth: the tool a user
+    would otherwise pick. ``GOMAXPROCS`` caps it at the cores the docproxy it is measured
+    against has (one worker, one core)."""
+
+    def __init__(self, workdir: Path, root: Path, *, cores: int = 1):
+        self.binary = shutil.which("rclone")
+        self.cores = cores
+        self.port = free_port()
+        config = workdir / "rclone.conf"  # an empty config: no remotes, no notice about it
+        config.touch()
+        self.process = Process(
+            "rclone",
+            [
+                self.binary or "rclone",
+                "serve",
+                "http",
+                str(root),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--user",
+                RCLONE_USER,
+                "--pass",
+                RCLONE_PASSWORD,
+                "--read-only",
+                "--config",
+                str(config),
+            ],
+            workdir / "rclone.log",
+            {"GOMAXPROCS": str(cores)},
+        )
+
+    @property
+    def missing(self) -> str | None:
+        return None if self.binary else "rclone not installed"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @staticmethod
+    def version() -> str:
+        binary = shutil.which("rclone")
+        if not binary:
+            return "absent"
+        out = subprocess.run([binary, "version"], capture_output=True, text=True).stdout
+        return out.split()[1] if out.split() else "?"
+
+    def headers(self) -> dict[str, str]:
+        pair = base64.b64encode(f"{RCLONE_USER}:{RCLONE_PASSWORD}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+
+    def start(self) -> None:
+        self.process.start(self.port)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class EmbeddedDefault:
+    """docproxy as a sidecar runs by default: the repository's ``config.yaml`` (embedded
+    catalog, local folder, one worker) with only its port and its ``./var/`` paths moved into
+    ``workdir``. Started cold, as often as asked, to time its start and read its idle memory."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.config_path = workdir / "config.yaml"
+        config = yaml.safe_load((REPO / "config.yaml").read_text())
+        var = workdir / "var"
+        config["server"]["port"] = self.port
+        config["catalog"]["url"] = f"sqlite:///{var}/docproxy.db"
+        config["storage"]["backends"]["local"]["root"] = str(var / "files")
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.process = Process(
+            "docproxy-default",
+            [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)],
+            workdir / "docproxy-default.log",
+        )
+
+    def spawn(self) -> int:
+        """Start it and return at once; its pid."""
+        return self.process.spawn().pid
+
+    def exited(self) -> bool:
+        return self.process.process is not None and self.process.process.poll() is not None
+
+    def log(self) -> str:
+        return read_log(self.process.log)
+
+    def stop(self) -> None:
+        self.process.stop()
