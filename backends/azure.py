@@ -21,7 +21,7 @@ from backends.fsspec_common import (
     parse_store_options,
     secret_from_env,
 )
-from backends.options import Section
+from proxy.config.section import Section
 
 # Seconds between retries of a failed store call, give or take a half. The SDK's 15 s and more
 # outlast the backend's timeout; this way a refused connection fails within a second, after

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from backends.options import Section
+from proxy.config.section import Section
 
 
 class StorageError(Exception):

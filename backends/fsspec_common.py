@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from backends.base import InvalidKey, ObjectInfo, ObjectNotFound, PresignRequest, StorageError
 from backends.keys import relative_key
-from backends.options import Section
+from proxy.config.section import Section
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from backends.base import PresignRequest, StorageError
 from backends.fsspec_common import FsspecBackend, StoreOptions, parse_store_options
-from backends.options import Section
+from proxy.config.section import Section
 
 # docproxy only reads objects, which gcsfs's core filesystem does. Its "extended" one (the
 # default since 2026) first probes each bucket over gRPC, which hangs about a minute against

@@ -14,7 +14,7 @@ import anyio.to_thread
 
 from backends.base import InvalidKey, ObjectInfo, ObjectNotFound, PresignRequest, StorageError
 from backends.keys import relative_key
-from backends.options import Section
+from proxy.config.section import Section
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 # Spans up to this size are read on the event loop: from the page cache that takes a few

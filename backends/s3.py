@@ -27,8 +27,8 @@ from backends.fsspec_common import (
     parse_store_options,
     secret_from_env,
 )
-from backends.options import Section
 from backends.ranged_get import Unexpected, ranged_get
+from proxy.config.section import Section
 
 logger = logging.getLogger("docproxy")
 

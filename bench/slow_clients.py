@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.config import load_settings
-from proxy.embedded import add_file
+from proxy.catalog.embedded import add_file
+from proxy.config.settings import load_settings
 from tests.downloads.conftest import SETUPS, Served
 from tests.downloads.test_streaming import RawDownload
 from tests.harness import Service, base_config, write_config
