@@ -19,11 +19,11 @@ from proxy.catalog.lookup import Catalog
 from proxy.config.settings import Settings, config_path, load_settings
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService
+from proxy.documents.stats import DownloadStats
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.routes import Endpoints
-from proxy.http.streaming import StreamStats
 from proxy.runtime.logging import configure_logging
 
 logger = logging.getLogger("docproxy")
@@ -69,17 +69,21 @@ def create_app(settings: Settings) -> Starlette:
         use_direct_handler(handler)
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
+    links = LinkSigner(settings.presign)
+    stats = DownloadStats()
     documents = DocumentService(
         catalog,
         router,
-        LinkSigner(settings.presign),
+        links,
         settings.download,
+        stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        links=links,
         documents=documents,
-        stats=StreamStats(),
+        stats=stats,
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         accel=AccelRedirect.from_settings(settings),
@@ -118,7 +122,6 @@ def create_app(settings: Settings) -> Starlette:
     # No 307 from /links to /links/ (or /healthz/ to /healthz): an unknown path answers 404
     # in the envelope like any other.
     app.router.redirect_slashes = False
-    app.state.endpoints = endpoints
     return app
 
 

@@ -9,8 +9,8 @@ import re
 import time
 from urllib.parse import quote, urlencode
 
+from proxy.auth.errors import Unauthorized
 from proxy.config.settings import PresignConfig
-from proxy.errors import Unauthorized
 
 LINK_PATH = "/links/"
 _CANONICAL_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")

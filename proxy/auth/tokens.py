@@ -15,8 +15,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
+from proxy.auth.errors import Unauthorized
 from proxy.config.settings import AuthConfig
-from proxy.errors import Unauthorized
 
 # Compared against when the client id is unknown, so a miss costs the same as a wrong secret.
 _NO_CLIENT_DIGEST = hashlib.sha256(b"docproxy: no such client").digest()
@@ -179,14 +179,3 @@ def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise Unauthorized()
     return value
-
-
-def bearer_token(authorization: str | None) -> str:
-    """The token in ``Authorization: Bearer <token>``; Unauthorized if absent or malformed."""
-    if not authorization:
-        raise Unauthorized()
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise Unauthorized()
-    return token

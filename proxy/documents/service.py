@@ -1,6 +1,7 @@
 """From a document id to what can be sent: catalog, tenant rule, storage, headers.
 
-Nothing here knows HTTP requests; it raises the typed errors of ``proxy.errors``.
+Nothing here knows HTTP: faults and refusals are the domain errors of
+``proxy.documents.errors``, which the HTTP layer answers in the API's words.
 """
 
 from __future__ import annotations
@@ -26,12 +27,8 @@ from proxy.catalog.lookup import Catalog, CatalogError, Document
 from proxy.config.settings import DownloadConfig
 from proxy.documents.content_type import choose_type, declared_types, needs_sniff, sniff
 from proxy.documents.disposition import attachment
-from proxy.errors import (
-    DocproxyError,
-    DocumentHasNoFilePath,
-    DocumentNotFound,
-    PresignFailed,
-)
+from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
+from proxy.documents.stats import DownloadStats
 
 logger = logging.getLogger("docproxy")
 
@@ -58,22 +55,6 @@ class ResolvedDocument:
     content_disposition: str
 
 
-@dataclass
-class ReadStats:
-    """Reads from storage started by this process, counted in the proxy for every backend.
-
-    ``object_reads`` counts body reads when their iteration starts (so a HEAD or a 304, which
-    never iterate, leave it unchanged); ``ranged_reads`` those of them that are not the whole
-    object; ``sniff_reads`` the first-bytes reads for MIME sniffing; ``bytes_read`` the bytes
-    the stores yielded to body reads.
-    """
-
-    object_reads: int = 0
-    ranged_reads: int = 0
-    sniff_reads: int = 0
-    bytes_read: int = 0
-
-
 class DocumentService:
     def __init__(
         self,
@@ -81,31 +62,28 @@ class DocumentService:
         router: StorageRouter,
         links: LinkSigner,
         download: DownloadConfig,
+        stats: DownloadStats,
         presign_reuse_margin: int = 0,
     ) -> None:
         self.catalog = catalog
         self.router = router
         self.links = links
         self.download = download
-        self.reads = ReadStats()
+        self.stats = stats
         self.presigned = PresignedUrlCache(presign_reuse_margin)
 
-    async def resolve_document(
-        self, document_id: str, caller: Caller | None, *, failure: type[DocproxyError]
-    ) -> ResolvedDocument:
+    async def resolve_document(self, document_id: str, caller: Caller | None) -> ResolvedDocument:
         """Look the document up and check everything short of sending bytes.
 
         ``caller`` is None for the proxy's own signed links: the caller was checked when the
-        link was made. ``failure`` is the seed's 500 for the endpoint asking.
+        link was made.
         """
-        located = await self.locate_document(document_id, caller, failure=failure)
-        return await self.inspect(located, failure=failure)
+        located = await self.locate_document(document_id, caller)
+        return await self.inspect(located)
 
-    async def locate_document(
-        self, document_id: str, caller: Caller | None, *, failure: type[DocproxyError]
-    ) -> LocatedDocument:
+    async def locate_document(self, document_id: str, caller: Caller | None) -> LocatedDocument:
         """Catalog, tenant rule and storage routing: everything that needs no store round trip."""
-        document = await self._lookup(document_id, failure)
+        document = await self._lookup(document_id)
         if document is None or document.deleted:
             raise DocumentNotFound()
         if caller is not None and not self._tenant_may_read(caller, document):
@@ -119,7 +97,7 @@ class DocumentService:
             )
             raise DocumentNotFound()
         if not document.file_path:
-            raise DocumentHasNoFilePath()
+            raise NoFilePath()
         try:
             backend, key = self.router.locate(document.file_path)
         except InvalidKey as exc:
@@ -127,9 +105,7 @@ class DocumentService:
             raise DocumentNotFound() from exc
         return LocatedDocument(document=document, backend=backend, key=key)
 
-    async def inspect(
-        self, located: LocatedDocument, *, failure: type[DocproxyError]
-    ) -> ResolvedDocument:
+    async def inspect(self, located: LocatedDocument) -> ResolvedDocument:
         """Stat the object and settle the type, name and disposition it is served with."""
         document, backend, key = located.document, located.backend, located.key
         document_id = document.id
@@ -143,8 +119,8 @@ class DocumentService:
             raise DocumentNotFound() from exc
         except StorageError as exc:
             logger.error("document %r: storage failed on stat: %s", document_id, exc)
-            raise failure() from exc
-        content_type = await self._content_type(document, backend, key, info, failure)
+            raise StoreFailed(str(exc)) from exc
+        content_type = await self._content_type(document, backend, key, info)
         filename, disposition = attachment(
             document.name or posixpath.basename(document.file_path or ""), content_type
         )
@@ -163,12 +139,12 @@ class DocumentService:
             return True
         return caller.group_name == document.group
 
-    async def _lookup(self, document_id: str, failure: type[DocproxyError]) -> Document | None:
+    async def _lookup(self, document_id: str) -> Document | None:
         try:
             return await self.catalog.get(document_id)
         except CatalogError as exc:
             logger.error("catalog lookup of %r failed: %s", document_id, exc)
-            raise failure() from exc
+            raise CatalogFailed(str(exc)) from exc
 
     async def _content_type(
         self,
@@ -176,13 +152,12 @@ class DocumentService:
         backend: StorageBackend,
         key: str,
         info: ObjectInfo,
-        failure: type[DocproxyError],
     ) -> str:
         by_name, by_column = declared_types(document.name, document.file_path, document.type)
         sniffed = None
         if needs_sniff(by_name, by_column) and self.download.sniff_bytes and info.size:
             head = b""
-            self.reads.sniff_reads += 1
+            self.stats.sniff_reads += 1
             try:
                 async for chunk in backend.stream_range(
                     key, 0, min(info.size, self.download.sniff_bytes)
@@ -190,7 +165,7 @@ class DocumentService:
                     head += chunk
             except StorageError as exc:
                 logger.error("document %r: storage failed on sniff: %s", document.id, exc)
-                raise failure() from exc
+                raise StoreFailed(str(exc)) from exc
             sniffed = sniff(head)
         return choose_type(by_name, by_column, sniffed)
 
@@ -202,12 +177,12 @@ class DocumentService:
         signing): hot documents then cost one catalog look-up. The object is checked when a URL
         is made. Links name the proxy's base URL, so that is part of their key.
         """
-        located = await self.locate_document(document_id, caller, failure=PresignFailed)
+        located = await self.locate_document(document_id, caller)
         cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
         url = self.presigned.get(cache_key)
         if url is not None:
             return url
-        resolved = await self.inspect(located, failure=PresignFailed)
+        resolved = await self.inspect(located)
         request = PresignRequest(
             key=resolved.key,
             expires_in=self.links.ttl,
@@ -219,7 +194,7 @@ class DocumentService:
             url = await resolved.backend.presign(request)
         except StorageError as exc:
             logger.error("presign of %r failed: %s", document_id, exc)
-            raise PresignFailed() from exc
+            raise StoreFailed(str(exc)) from exc
         if url is None:
             url = self.links.sign(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
@@ -228,11 +203,12 @@ class DocumentService:
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
         the first chunk is asked for, so a response that never iterates never touches the store."""
-        return CountedRead(self.reads, resolved, start, end)
+        return CountedRead(self.stats, resolved, start, end)
 
 
 class CountedRead:
-    """A store's ranged read, started on the first ``__anext__`` and counted in ``ReadStats``.
+    """A store's ranged read, started on the first ``__anext__`` and counted in the stats; a
+    store's fault comes out of it as ``StoreFailed``.
 
     A plain class rather than an async generator wrapping the store's: that layer cost the event
     loop's async-generator hooks, an ``aclosing`` and a frame per chunk, about 17k instructions
@@ -242,7 +218,9 @@ class CountedRead:
 
     __slots__ = ("_chunks", "_end", "_reads", "_resolved", "_start")
 
-    def __init__(self, reads: ReadStats, resolved: ResolvedDocument, start: int, end: int) -> None:
+    def __init__(
+        self, reads: DownloadStats, resolved: ResolvedDocument, start: int, end: int
+    ) -> None:
         self._reads = reads
         self._resolved = resolved
         self._start = start
@@ -261,7 +239,10 @@ class CountedRead:
                 self._reads.ranged_reads += 1
             chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
             self._chunks = chunks
-        chunk = await anext(chunks)
+        try:
+            chunk = await anext(chunks)
+        except StorageError as exc:
+            raise StoreFailed(str(exc)) from exc
         self._reads.bytes_read += len(chunk)
         return chunk
 

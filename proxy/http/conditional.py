@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 
 from backends.base import ObjectInfo
-from proxy.errors import PreconditionFailed, RangeNotSatisfiable
+from proxy.http.errors import PreconditionFailed, RangeNotSatisfiable
 from proxy.http.ranges import ByteRange, RangeOutcome, evaluate_range
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E (obs-text left out).

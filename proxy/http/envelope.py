@@ -11,7 +11,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.errors import DocproxyError, MethodNotAllowed, RouteNotFound
+from proxy.http.errors import (
+    INTERNAL_ERROR,
+    Action,
+    MethodNotAllowed,
+    RequestError,
+    RouteNotFound,
+    answer_for,
+)
 
 logger = logging.getLogger("docproxy")
 
@@ -35,13 +42,12 @@ def ok(data: Mapping[str, Any]) -> Response:
     return envelope(200, "OKAY", data)
 
 
-def error_response(exc: DocproxyError) -> Response:
-    return envelope(exc.status_code, exc.message, headers=exc.headers)
-
-
-async def handle_docproxy_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DocproxyError)
-    return error_response(exc)
+def error_response(exc: Exception, action: Action | None = None) -> Response:
+    """The envelope the table (``proxy.http.errors.ANSWERS``) gives ``exc`` for ``action``."""
+    answer = answer_for(exc, action)
+    if isinstance(exc, RequestError):
+        return envelope(answer.status, exc.message or answer.message, headers=exc.headers)
+    return envelope(answer.status, answer.message)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -56,11 +62,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return envelope(500, "Internal server error")
+    return envelope(INTERNAL_ERROR.status, INTERNAL_ERROR.message)
 
 
+# Endpoints answer the table's errors themselves (``proxy.http.routes.Handler``); these are
+# the router's 404/405 and the defects.
 EXCEPTION_HANDLERS = {
-    DocproxyError: handle_docproxy_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }

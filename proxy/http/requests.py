@@ -1,4 +1,5 @@
-"""Reading request bodies into typed values, with the 435 messages the seed's clients see."""
+"""Reading requests into typed values: the Bearer token, JSON bodies and their fields, with
+the 435 messages the Download Document API defines."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from proxy.errors import DocumentIdRequired, InvalidRequest
+from proxy.auth.errors import Unauthorized
+from proxy.http.errors import DocumentIdRequired, InvalidRequest
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -34,7 +36,7 @@ async def json_object(request: Request) -> dict[str, Any] | None:
 
 
 def document_id_from(value: object) -> str:
-    """A usable document id, or the seed's 435 (missing, empty, blank or not a string)."""
+    """A usable document id, or the API's 435 (missing, empty, blank or not a string)."""
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
         raise DocumentIdRequired()
     return value
@@ -57,3 +59,14 @@ def optional_string(body: dict[str, Any], key: str, path: str | None = None) -> 
     if not isinstance(value, str):
         raise InvalidRequest(f"{path or key} must be a string")
     return value
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token in ``Authorization: Bearer <token>``; Unauthorized if absent or malformed."""
+    if not authorization:
+        raise Unauthorized()
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise Unauthorized()
+    return token

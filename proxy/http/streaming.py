@@ -10,32 +10,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from backends.base import StorageError
-from proxy.errors import DownloadFailed
+from proxy.documents.errors import StoreFailed
+from proxy.documents.stats import DownloadStats
 from proxy.http.accesslog import log_download
 from proxy.http.envelope import error_response
+from proxy.http.errors import Action
 
 logger = logging.getLogger("docproxy")
 
 # Bodies up to this size go out without a disconnect watcher (one storage read, one send).
 SINGLE_MESSAGE_LIMIT = 64 * 1024
-
-
-@dataclass
-class StreamStats:
-    """Counters of this process's downloads, for /healthz and for the tests."""
-
-    open_streams: int = 0
-    completed: int = 0
-    aborted: int = 0
-    bytes_sent: int = 0
 
 
 class DownloadAborted(Exception):
@@ -52,7 +42,7 @@ class DownloadResponse(Response):
         status_code: int,
         headers: Mapping[str, str],
         length: int,
-        stats: StreamStats,
+        stats: DownloadStats,
         label: str,
     ) -> None:
         self.chunks = chunks
@@ -74,19 +64,19 @@ class DownloadResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         # The first chunk is read before the headers go out: a store that fails at once
-        # (open refused, I/O error) still gets the seed's 500 instead of a cut 200.
+        # (open refused, I/O error) still gets the API's 500 instead of a cut 200.
         try:
             self._first = await anext(aiter(self.chunks), b"")
-        except StorageError as exc:
+        except StoreFailed as exc:
             logger.error("download %s: storage failed before the first byte: %s", self.label, exc)
-            await error_response(DownloadFailed())(scope, receive, send)
+            await error_response(exc, Action.DOWNLOAD)(scope, receive, send)
             return
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         self.stats.open_streams += 1
         self._sent = 0
-        self._failure: StorageError | None = None
+        self._failure: StoreFailed | None = None
         outcome = "aborted by client"
         try:
             if self._is_single_message():
@@ -142,7 +132,7 @@ class DownloadResponse(Response):
                     # whose reads come from its socket buffer (aiobotocore) never blocks either:
                     # without this the disconnect watcher's cancel would wait for the whole body.
                     await anyio.lowlevel.checkpoint()
-        except StorageError as exc:
+        except StoreFailed as exc:
             logger.error(
                 "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc
             )

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from proxy.auth.errors import Unauthorized
 from proxy.auth.tokens import TokenAuthority, TokenRequest
 from proxy.config.settings import AuthConfig, ClientConfig
-from proxy.errors import Unauthorized
 
 
 def authority(ttl: int) -> TokenAuthority:

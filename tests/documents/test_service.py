@@ -24,7 +24,8 @@ def test_presigned_urls_are_reused_only_within_the_margin():
 async def test_a_counted_read_starts_on_the_first_chunk_and_closes_the_store_read():
     from backends.base import ObjectInfo
     from proxy.catalog.lookup import Document
-    from proxy.documents.service import CountedRead, ReadStats, ResolvedDocument
+    from proxy.documents.service import CountedRead, ResolvedDocument
+    from proxy.documents.stats import DownloadStats
 
     closed: list[bool] = []
 
@@ -48,10 +49,10 @@ async def test_a_counted_read_starts_on_the_first_chunk_and_closes_the_store_rea
         content_type="application/octet-stream",
         content_disposition="attachment",
     )
-    reads = ReadStats()
+    reads = DownloadStats()
     never_iterated = CountedRead(reads, resolved, 0, 10)
     await never_iterated.aclose()
-    assert reads == ReadStats()  # a HEAD or a 304: the store is not touched
+    assert reads == DownloadStats()  # a HEAD or a 304: the store is not touched
 
     whole = CountedRead(reads, resolved, 0, 10)
     assert [chunk async for chunk in whole] == [bytes(range(4)), bytes(range(4, 8)), b"\x08\x09"]

@@ -8,7 +8,8 @@ import pytest
 
 
 async def _messages(chunks: list[bytes], length: int) -> list[dict]:
-    from proxy.http.streaming import DownloadResponse, StreamStats
+    from proxy.documents.stats import DownloadStats
+    from proxy.http.streaming import DownloadResponse
 
     async def body():
         for chunk in chunks:
@@ -28,7 +29,7 @@ async def _messages(chunks: list[bytes], length: int) -> list[dict]:
         status_code=200,
         headers={"content-length": str(length)},
         length=length,
-        stats=StreamStats(),
+        stats=DownloadStats(),
         label="'t'",
     )
     await response({"type": "http", "method": "GET"}, receive, send)
