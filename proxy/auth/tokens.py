@@ -16,6 +16,7 @@ from joserfc.jwk import OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from proxy.auth.errors import Unauthorized
+from proxy.common.caches import BoundedCache
 from proxy.config.settings import AuthConfig
 
 # Compared against when the client id is unknown, so a miss costs the same as a wrong secret.
@@ -67,7 +68,7 @@ class TokenAuthority:
         self._clients = {c.client_id: c.secret_sha256 for c in config.clients}
         # Tokens whose signature already checked out, with their claims: a client sends the
         # same token on every request, and decoding plus HMAC is most of a verify's cost.
-        self._verified: dict[str, _Checked] = {}
+        self._verified: BoundedCache[str, _Checked] = BoundedCache(VERIFIED_TOKENS_KEPT)
         self._claims = JWTClaimsRegistry(
             leeway=config.leeway,
             iss={"essential": True, "value": config.issuer},
@@ -128,10 +129,10 @@ class TokenAuthority:
             # Time-dependent claims (exp, nbf, iat) are checked on every use, cached or not.
             self._claims.validate(checked.claims)
         except (JoseError, ValueError, TypeError, KeyError) as exc:
-            self._remember(token, checked)  # the signature stays checked; the times did not pass
+            self._verified.put(token, checked)  # the signature stays checked; the times did not
             raise Unauthorized() from exc
         claims = checked.claims
-        self._remember(
+        self._verified.put(
             token,
             _Checked(
                 claims,
@@ -142,11 +143,6 @@ class TokenAuthority:
             ),
         )
         return checked.caller
-
-    def _remember(self, token: str, checked: _Checked) -> None:
-        if token not in self._verified and len(self._verified) >= VERIFIED_TOKENS_KEPT:
-            del self._verified[next(iter(self._verified))]  # the oldest entry
-        self._verified[token] = checked
 
     def _verify_signature(self, token: str) -> _Checked:
         try:

@@ -5,6 +5,10 @@ PostgreSQL and MySQL sessions are opened read-only and SQLite files in read-only
 mistaken ``catalog.query`` cannot write. The connection is made lazily and re-made after the
 database goes away, so a database that is down at start or restarts later only costs the
 requests made while it is down (500), never a restart of docproxy.
+
+Two caches at most stand between a request and the database: ``MetadataCache`` (found rows for
+``catalog.cache.ttl`` seconds, off by default) and, on SQLite, the reader's own cache of
+converted rows, dropped whenever the file changes (``proxy.catalog.sqlite_reader``).
 """
 
 from __future__ import annotations
@@ -13,9 +17,7 @@ import asyncio
 import json
 import logging
 import re
-import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,8 @@ from typing import Any
 
 from databases import Database
 
-from proxy.catalog.sqlite_reader import ROW_CACHE_ENTRIES, SQLiteReader, sqlite_file
+from proxy.catalog.sqlite_reader import SQLiteReader, sqlite_file
+from proxy.common.caches import BoundedCache
 from proxy.config.settings import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
 
 # ``databases`` for PostgreSQL and MySQL; SQLite has its own reader with the same surface.
@@ -287,9 +290,12 @@ class MetadataCache:
 
     def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = config.ttl
-        self.max_entries = config.max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Document]] = OrderedDict()
+        self._entries: BoundedCache[str, tuple[float, Document]] = BoundedCache(config.max_entries)
+
+    @property
+    def max_entries(self) -> int:
+        return self._entries.max_entries
 
     def get(self, document_id: str) -> Document | None:
         entry = self._entries.get(document_id)
@@ -299,14 +305,12 @@ class MetadataCache:
         if self._clock() >= expires:
             del self._entries[document_id]
             return None
-        self._entries.move_to_end(document_id)
+        self._entries.touch(document_id)
         return document
 
     def put(self, document_id: str, document: Document) -> None:
-        self._entries[document_id] = (self._clock() + self.ttl, document)
-        self._entries.move_to_end(document_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries.pop(document_id, None)  # a new entry is the most recently used
+        self._entries.put(document_id, (self._clock() + self.ttl, document))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -440,7 +444,6 @@ class Catalog:
         self._last_failure = ""
         self._closing: set[asyncio.Task[None]] = set()
         self.cache = MetadataCache(config.cache) if config.cache.ttl > 0 else None
-        self._converted: dict[str, tuple[sqlite3.Row, Document]] = {}
 
     @property
     def tenant_rule(self) -> bool:
@@ -469,7 +472,6 @@ class Catalog:
 
     async def disconnect(self) -> None:
         database, self._database = self._database, None
-        self._converted.clear()
         if database is not None:
             await self._close(database)
         if self._closing:
@@ -478,27 +480,24 @@ class Catalog:
     async def get(self, document_id: str) -> Document | None:
         if self.cache is not None and (cached := self.cache.get(document_id)) is not None:
             return cached
-        row = await self._fetch(document_id)
-        if row is None or (self._aliased and not _same_id(row["doc_id"], document_id)):
-            return None
-        converted = self._converted.get(document_id)
-        if converted is not None and converted[0] is row:
-            # The SQLite reader's row cache handed back the very row converted last time
-            # (rows are immutable); converting it again was most of a cached look-up's cost.
-            return converted[1]
-        try:
-            document = document_from_row(row, self.config.columns, self._aliased)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CatalogError(f"unusable row for {document_id!r}: {_describe(exc)}") from exc
-        if isinstance(row, sqlite3.Row):  # other drivers make a new row object every time
-            if document_id not in self._converted and len(self._converted) >= ROW_CACHE_ENTRIES:
-                del self._converted[next(iter(self._converted))]  # the oldest entry
-            self._converted[document_id] = (row, document)
-        if self.cache is not None:
+        document = await self._fetch(document_id)
+        if document is not None and self.cache is not None:
             self.cache.put(document_id, document)
         return document
 
-    async def _fetch(self, document_id: str) -> Mapping[str, Any] | None:
+    def _document(
+        self, row: Mapping[str, Any] | None, values: Mapping[str, Any]
+    ) -> Document | None:
+        """The document a look-up's row describes (the SQLite reader caches what this returns)."""
+        document_id = values["document_id"]
+        if row is None or (self._aliased and not _same_id(row["doc_id"], document_id)):
+            return None
+        try:
+            return document_from_row(row, self.config.columns, self._aliased)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CatalogError(f"unusable row for {document_id!r}: {_describe(exc)}") from exc
+
+    async def _fetch(self, document_id: str) -> Document | None:
         # Two tries: a pooled connection from before a database restart fails once, and the
         # second try runs on a fresh pool, so the first request after a restart succeeds.
         for attempt in (1, 2):
@@ -519,22 +518,24 @@ class Catalog:
                 logger.warning("catalog connection lost (%s); reconnecting", _describe(exc))
         raise AssertionError("unreachable")
 
-    async def _fetch_on(self, database: SQLDatabase, document_id: str) -> Mapping[str, Any] | None:
+    async def _fetch_on(self, database: SQLDatabase, document_id: str) -> Document | None:
+        values = {"document_id": document_id}
         if isinstance(database, SQLiteReader):
             # Runs on the loop without waiting (or in a thread bounded by its busy timeout):
             # nothing here for a timeout to cut short, and a timeout scope costs per lookup.
-            return await database.fetch_one(self._sql, {"document_id": document_id})
+            return await database.fetch_one(self._sql, values, self._document)
         timeout = self.config.pool.query_timeout
         try:
             async with asyncio.timeout(timeout), database.connection() as connection:
                 try:
-                    return await connection.fetch_one(self._sql, {"document_id": document_id})
+                    row = await connection.fetch_one(self._sql, values)
                 except asyncio.CancelledError:
                     # A query cut off mid-reply leaves its connection unusable: drop it.
                     self._drop_connection(connection.raw_connection)
                     raise
         except TimeoutError as exc:
             raise CatalogError(f"the lookup took longer than {timeout:g}s") from exc
+        return self._document(row, values)
 
     def _drop_connection(self, raw: Any) -> None:
         try:

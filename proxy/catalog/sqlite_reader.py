@@ -8,28 +8,29 @@ never waits there. When a writer holds the lock (``docproxy documents add`` mid-
 query is retried in a worker thread on its own connection, which may wait ``busy_timeout``.
 The file is opened with ``mode=ro``: docproxy never creates or writes an operator's file.
 
-Rows are cached per process (``RowCache``), keyed by query and values, and the whole cache is
-dropped as soon as ``PRAGMA data_version`` on the reader's connection changes: SQLite changes
-that number whenever another connection commits to the file (rollback journal or WAL alike),
-so a row updated or deleted by anyone is never served stale. The pragma costs as much as the
-look-up itself (it takes and drops the file's read lock), so in rollback-journal mode (the
-default, and the embedded catalog's) it is skipped while the file's own change marker has not
-moved since the last pragma: the change counter at offset 24 of the header, which every
-commit increments before it releases its lock (with the header's format bytes, which say
-whether the file went to WAL). One ``pread`` of the header, no lock. In WAL mode commits do
-not touch that counter, so there the pragma runs on every look-up.
+Rows (or what the catalog made of them) are cached per process (``RowCache``), keyed by query
+and values, and the whole cache is dropped as soon as ``PRAGMA data_version`` on the reader's
+connection changes: SQLite changes that number whenever another connection commits to the file
+(rollback journal or WAL alike), so a row updated or deleted by anyone is never served stale.
+The pragma costs as much as the look-up itself (it takes and drops the file's read lock), so in
+rollback-journal mode (the default, and the embedded catalog's) it is skipped while the file's
+own change marker has not moved since the last pragma: the change counter at offset 24 of the
+header, which every commit increments before it releases its lock (with the header's format
+bytes, which say whether the file went to WAL). One ``pread`` of the header, no lock. In WAL
+mode commits do not touch that counter, so there the pragma runs on every look-up.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import anyio.to_thread
+
+from proxy.common.caches import BoundedCache
 
 BUSY_TIMEOUT_SECONDS = 5.0
 ROW_CACHE_ENTRIES = 4096
@@ -62,10 +63,6 @@ class SQLiteReader:
         connection.row_factory = sqlite3.Row
         return connection
 
-    @property
-    def raw_connection(self) -> sqlite3.Connection | None:
-        return self._connection
-
     async def connect(self) -> None:
         fd = _header_fd(self._path)
         try:
@@ -83,18 +80,19 @@ class SQLiteReader:
             self._connection.close()
             self._connection = None
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[SQLiteReader]:
-        yield self
-
     async def fetch_one(
-        self, query: str, values: Mapping[str, Any] | None = None
-    ) -> sqlite3.Row | None:
+        self,
+        query: str,
+        values: Mapping[str, Any] | None = None,
+        convert: Callable[[sqlite3.Row | None, Mapping[str, Any]], Any] | None = None,
+    ) -> Any:
+        """The first row of ``query``, or ``convert(row, values)`` of it: cached either way, so
+        a hit hands back what was made of the row the first time."""
         if self._connection is None:
             await self.connect()
         connection = self._connection
         assert connection is not None
-        key = (query, tuple(values.items()) if values else ())
+        key = (convert, query, tuple(values.items()) if values else ())
         try:
             marker = self._read_marker()
             if marker is None or marker != self._marker:
@@ -102,16 +100,18 @@ class SQLiteReader:
                 self.cache.validate(connection.execute("PRAGMA data_version").fetchall()[0][0])
                 # Read before the pragma: a commit since then has moved it.
                 self._marker = marker
-            row = self.cache.get(key)
-            if row is not _MISSING:
-                return row  # type: ignore[return-value]
+            found = self.cache.get(key, _MISSING)
+            if found is not _MISSING:
+                return found
             row = _first(connection, query, values)
-            self.cache.put(key, row)
-            return row
+            found = row if convert is None else convert(row, values or {})
+            self.cache.put(key, found)
+            return found
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
-        return await anyio.to_thread.run_sync(self._fetch_waiting, query, values)
+        row = await anyio.to_thread.run_sync(self._fetch_waiting, query, values)
+        return row if convert is None else convert(row, values or {})
 
     def _read_marker(self) -> bytes | None:
         """Header bytes 18-19 (format: 2 is WAL) and 24-27 (change counter), or None when they
@@ -174,7 +174,7 @@ def _same_file(fd: int, path: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-class RowCache:
+class RowCache(BoundedCache[tuple[Any, ...], Any]):
     """Query results of one connection, valid while its ``data_version`` stays the same.
 
     Holds "no row" too: any insert commits, so it changes the version and empties the cache.
@@ -182,27 +182,14 @@ class RowCache:
     """
 
     def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+        super().__init__(max_entries)
         self.version: int | None = None
-        self._rows: dict[tuple[str, tuple[tuple[str, Any], ...]], sqlite3.Row | None] = {}
 
     def validate(self, version: int) -> None:
         if version != self.version:
-            self._rows.clear()
+            super().clear()
             self.version = version
 
-    def get(self, key: tuple[str, tuple[tuple[str, Any], ...]]) -> object:
-        """The cached row (or None for "no row"), or ``_MISSING``."""
-        return self._rows.get(key, _MISSING)
-
-    def put(self, key: tuple[str, tuple[tuple[str, Any], ...]], row: sqlite3.Row | None) -> None:
-        if len(self._rows) >= self.max_entries:
-            del self._rows[next(iter(self._rows))]
-        self._rows[key] = row
-
     def clear(self) -> None:
-        self._rows.clear()
+        super().clear()
         self.version = None
-
-    def __len__(self) -> int:
-        return len(self._rows)

@@ -24,7 +24,8 @@ from urllib.parse import quote, unquote
 import httpx
 
 from proxy.client.progress import Progress, human_bytes
-from proxy.documents.disposition import clean_filename
+from proxy.common.filenames import clean_filename
+from proxy.common.sizes import parse_size
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "DOCPROXY_URL"
@@ -38,8 +39,6 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.ASCII)
 _FILENAME_STAR = re.compile(r"filename\*\s*=\s*([^']*)'[^']*'([^;\s]+)", re.IGNORECASE)
 _FILENAME = re.compile(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.IGNORECASE)
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 class FetchError(Exception):
@@ -61,10 +60,10 @@ class FetchOptions:
 
 def parse_rate(value: str) -> int:
     """``4M``, ``512KiB``, ``1048576``: bytes per second (argparse type)."""
-    match = _SIZE.match(value)
-    if match is None or int(match.group(1)) <= 0:
+    rate = parse_size(value)
+    if rate is None or rate <= 0:
         raise ValueError(f"not a byte rate: {value!r}")
-    return int(match.group(1)) * _UNITS[(match.group(2) or "").upper()[:1]]
+    return rate
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,10 @@ instead of raised, so that one run of ``check-config`` names every bad key at on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+from proxy.common.sizes import parse_size
 
 
 class Section:
@@ -99,14 +97,12 @@ class Section:
         if value is None:
             return default
         if isinstance(value, int) and not isinstance(value, bool):
-            parsed = value
+            parsed: int | None = value
         else:
-            match = _SIZE.match(str(value)) if isinstance(value, str) else None
-            if match is None:
+            parsed = parse_size(value) if isinstance(value, str) else None
+            if parsed is None:
                 self.error(key, f"must be a byte size such as 1048576 or '1MiB' (got {value!r})")
                 return default
-            unit = (match.group(2) or "").upper()[:1]
-            parsed = int(match.group(1)) * _UNITS[unit]
         if parsed < minimum:
             self.error(key, f"must be at least {minimum} bytes (got {parsed})")
             return default

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import functools
-import posixpath
 import re
 import unicodedata
 from urllib.parse import quote
 
+from proxy.common.filenames import clean_filename
 from proxy.documents.content_type import OCTET_STREAM, extension_for, type_from_name
 
 # RFC 8187 attr-char: what may stand unescaped in filename*.
 _ATTR_CHARS = "!#$&+-.^_`|~"
 _UNSAFE_IN_QUOTED = re.compile(r'[^\x20-\x7e]|["\\]')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MAX_NAME = 200
-
-
-def clean_filename(name: str) -> str:
-    """The name a client should save as: no path, no control characters, never empty.
-
-    Only ``/`` separates folders: a backslash is a character of the name, but Windows would
-    read it as a separator, so it becomes ``_`` (``back\\slash.pdf`` -> ``back_slash.pdf``).
-    """
-    name = _CONTROL.sub("", name.replace("\\", "_"))
-    name = posixpath.basename(name).strip().strip(".") or ""
-    if len(name) > _MAX_NAME:
-        stem, ext = posixpath.splitext(name)
-        name = stem[: _MAX_NAME - len(ext)] + ext
-    return name or "download"
 
 
 def with_extension(name: str, content_type: str) -> str:

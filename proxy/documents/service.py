@@ -24,6 +24,7 @@ from backends.routing import StorageRouter
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import Caller
 from proxy.catalog.lookup import Catalog, CatalogError, Document
+from proxy.common.caches import BoundedCache
 from proxy.config.settings import DownloadConfig
 from proxy.documents.content_type import choose_type, declared_types, needs_sniff, sniff
 from proxy.documents.disposition import attachment
@@ -267,7 +268,9 @@ class PresignedUrlCache:
 
     def __init__(self, margin: int) -> None:
         self.margin = margin
-        self._entries: dict[tuple[object, ...], tuple[str, float]] = {}
+        self._entries: BoundedCache[tuple[object, ...], tuple[str, float]] = BoundedCache(
+            self.MAX_ENTRIES
+        )
 
     def get(self, key: tuple[object, ...]) -> str | None:
         entry = self._entries.get(key)
@@ -280,8 +283,5 @@ class PresignedUrlCache:
         return url
 
     def put(self, key: tuple[object, ...], url: str) -> None:
-        if self.margin <= 0:
-            return
-        if len(self._entries) >= self.MAX_ENTRIES:
-            del self._entries[next(iter(self._entries))]  # the oldest entry
-        self._entries[key] = (url, time.monotonic())
+        if self.margin > 0:
+            self._entries.put(key, (url, time.monotonic()))

@@ -153,7 +153,7 @@ async def test_a_reader_reconnected_to_a_replaced_file_reads_the_new_one(tmp_pat
 
 
 async def test_the_catalog_converts_a_cached_row_once_and_sees_changes(tmp_path):
-    """``Catalog.get`` reuses the Document made from the very row the reader's cache returns;
+    """``Catalog.get`` reuses the Document the reader's cache made from the row the first time;
     a commit gives a new row, hence a new Document."""
     path = tmp_path / "catalog.db"
     with sqlite3.connect(path) as db:
@@ -176,7 +176,7 @@ async def test_the_catalog_converts_a_cached_row_once_and_sees_changes(tmp_path)
 
 
 async def test_the_catalogs_converted_rows_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("proxy.catalog.lookup.ROW_CACHE_ENTRIES", 8)
+    monkeypatch.setattr("proxy.catalog.sqlite_reader.ROW_CACHE_ENTRIES", 8)
     path = tmp_path / "catalog.db"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE documents (id TEXT PRIMARY KEY, file_path TEXT)")
@@ -190,7 +190,7 @@ async def test_the_catalogs_converted_rows_are_bounded(tmp_path, monkeypatch):
         for i in range(50):
             document = await catalog.get(f"d{i}")
             assert document is not None and document.file_path == f"{i}.pdf"
-        assert len(catalog._converted) == 8
+        assert len(catalog._database.cache) == 8  # the reader keeps the converted rows
     finally:
         await catalog.disconnect()
 

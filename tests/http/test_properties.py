@@ -11,7 +11,8 @@ from starlette.datastructures import Headers
 
 from backends.base import ObjectInfo
 from proxy.client.fetch import filename_from
-from proxy.documents.disposition import clean_filename, content_disposition
+from proxy.common.filenames import clean_filename
+from proxy.documents.disposition import content_disposition
 from proxy.http.conditional import Validators, parse_http_date, select_response, store_entity_tag
 from proxy.http.errors import PreconditionFailed, RangeNotSatisfiable
 from proxy.http.ranges import ByteRange, RangeOutcome, evaluate_range, parse_range_header
