@@ -15,10 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 from backends.base import InvalidKey, ObjectInfo, ObjectNotFound, PresignRequest, StorageError
 from backends.keys import relative_key
-from proxy.config.section import Section
+from proxy.config.section import Section, given
 
-DEFAULT_CHUNK_SIZE = 1024 * 1024
-DEFAULT_TIMEOUT = 30.0
 PRESIGN_MODES = ("native", "proxy")
 
 T = TypeVar("T")
@@ -32,9 +30,9 @@ class StoreOptions:
     prefix: str = ""  # relative catalog paths live under it
     endpoint_url: str | None = None  # where the proxy reaches the store
     public_endpoint_url: str | None = None  # the host presigned URLs name, for clients
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    presign: str = "native"
-    timeout: float = DEFAULT_TIMEOUT  # per store call, retries included
+    chunk_size: int = 1024 * 1024
+    presign: str = "native"  # or "proxy": the proxy's own signed links
+    timeout: float = 30.0  # per store call, retries included
 
 
 def parse_store_options(section: Section, *, bucket_key: str = "bucket") -> StoreOptions:
@@ -42,14 +40,17 @@ def parse_store_options(section: Section, *, bucket_key: str = "bucket") -> Stor
     bucket = section.string(bucket_key, required=True) or ""
     if "/" in bucket:
         section.error(bucket_key, f"must be a bare name without '/' (got {bucket!r})")
+    prefix = section.string("prefix")
     return StoreOptions(
-        bucket=bucket,
-        prefix=(section.string("prefix", "") or "").strip("/"),
-        endpoint_url=_url(section, "endpoint_url"),
-        public_endpoint_url=_url(section, "public_endpoint_url"),
-        chunk_size=section.size("chunk_size", DEFAULT_CHUNK_SIZE, minimum=4096),
-        presign=section.string("presign", "native", choices=PRESIGN_MODES) or "native",
-        timeout=section.number("timeout", DEFAULT_TIMEOUT, minimum=0.1),
+        **given(
+            bucket=bucket,
+            prefix=prefix.strip("/") if prefix is not None else None,
+            endpoint_url=_url(section, "endpoint_url"),
+            public_endpoint_url=_url(section, "public_endpoint_url"),
+            chunk_size=section.size("chunk_size", minimum=4096),
+            presign=section.string("presign", choices=PRESIGN_MODES),
+            timeout=section.number("timeout", minimum=0.1),
+        )
     )
 
 
@@ -89,6 +90,10 @@ class FsspecBackend:
         self.store: StoreOptions = options.store
         self.chunk_size = self.store.chunk_size
         self.fs: Any = None
+
+    @classmethod
+    def local_root(cls, options: object) -> None:
+        return None  # objects are reached over the network (or in memory), never as files
 
     # -- lifecycle: subclasses build the filesystem -------------------------------------------
 

@@ -17,11 +17,6 @@ from backends.base import PresignRequest, StorageError
 from backends.fsspec_common import FsspecBackend, StoreOptions, parse_store_options
 from proxy.config.section import Section
 
-# docproxy only reads objects, which gcsfs's core filesystem does. Its "extended" one (the
-# default since 2026) first probes each bucket over gRPC, which hangs about a minute against
-# anything but Google itself (emulators, private endpoints). Must be set before gcsfs loads.
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 # Seconds before the one retry of a connection that could not be made.
 CONNECT_RETRY_PAUSE = 0.2
@@ -65,6 +60,11 @@ class GCSBackend(FsspecBackend):
         )
 
     async def open(self) -> None:
+        # docproxy only reads objects, which gcsfs's core filesystem does. Its "extended" one
+        # (the default since 2026) first probes each bucket over gRPC, which hangs about a
+        # minute against anything but Google itself (emulators, private endpoints). gcsfs reads
+        # the switch when it is imported, so it is set first.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
         from gcsfs import GCSFileSystem
 
         options = self.options

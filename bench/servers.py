@@ -170,7 +170,7 @@ class Docproxy:
         """One catalog row, written straight into the embedded SQLite file (no copy of the file)."""
         from proxy.catalog.embedded import ensure_schema
         from proxy.catalog.sqlite_reader import sqlite_file
-        from proxy.config.settings import load_settings
+        from proxy.config.loading import load_settings
 
         settings = load_settings(self.config_path)
         ensure_schema(settings)

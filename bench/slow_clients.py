@@ -20,10 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.catalog.embedded import add_file
-from proxy.config.settings import load_settings
 from tests.downloads.conftest import SETUPS, Served
 from tests.downloads.test_streaming import RawDownload
+
+from proxy.catalog.embedded import add_file
+from proxy.config.loading import load_settings
 from tests.harness import Service, base_config, write_config
 
 MIB = 1024 * 1024

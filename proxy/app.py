@@ -16,7 +16,8 @@ from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
-from proxy.config.settings import Settings, config_path, load_settings
+from proxy.config.loading import config_path, load_settings
+from proxy.config.settings import Settings
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats

@@ -30,7 +30,7 @@ import pytest
 
 from proxy.catalog.embedded import add_file, ensure_schema, list_documents
 from proxy.catalog.sqlite_reader import sqlite_file
-from proxy.config.settings import load_settings
+from proxy.config.loading import load_settings
 from tests.cloud_servers import Store, new_bucket, start_store
 from tests.harness import Service, base_config, merge, write_config
 from tests.samples import insert_document

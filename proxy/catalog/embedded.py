@@ -16,8 +16,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.catalog.settings import EMBEDDED_TABLE
 from proxy.catalog.sqlite_reader import sqlite_file
-from proxy.config.settings import EMBEDDED_TABLE, Settings
+from proxy.config.settings import Settings
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {EMBEDDED_TABLE} (
@@ -70,12 +71,12 @@ def _connect(settings: Settings) -> sqlite3.Connection:
 
 def _local_root(settings: Settings) -> Path:
     default = next(b for b in settings.storage.backends if b.name == settings.storage.default)
-    if default.protocol != "file":
+    if default.local_root is None:
         raise EmbeddedError(
             f"storage.default ({default.name}) is a {default.protocol} backend; "
             "'documents add' copies into a local (file) backend only"
         )
-    return Path(default.options.root)
+    return default.local_root
 
 
 def add_file(

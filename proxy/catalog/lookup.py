@@ -25,9 +25,9 @@ from typing import Any
 
 from databases import Database
 
+from proxy.catalog.settings import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
 from proxy.catalog.sqlite_reader import SQLiteReader, sqlite_file
 from proxy.common.caches import BoundedCache
-from proxy.config.settings import CacheConfig, CatalogConfig, ColumnMap, catalog_scheme
 
 # ``databases`` for PostgreSQL and MySQL; SQLite has its own reader with the same surface.
 SQLDatabase = Database | SQLiteReader

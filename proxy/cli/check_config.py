@@ -9,7 +9,8 @@ from pathlib import Path
 
 from proxy.catalog.lookup import CatalogUnavailable, check_live
 from proxy.catalog.sqlite_reader import sqlite_file
-from proxy.config.settings import Settings, config_path, load_settings
+from proxy.config.loading import config_path, load_settings
+from proxy.config.settings import Settings
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

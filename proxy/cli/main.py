@@ -19,7 +19,8 @@ from proxy.cli.documents import (
 )
 from proxy.cli.serve import CannotListen, serve
 from proxy.client import fetch
-from proxy.config.settings import CONFIG_ENV, ConfigError
+from proxy.config.loading import CONFIG_ENV
+from proxy.config.settings import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from proxy.catalog.lookup import CatalogUnavailable
 from proxy.cli.check_config import check_catalog
-from proxy.config.settings import CONFIG_ENV, config_path, load_settings
+from proxy.config.loading import CONFIG_ENV, config_path, load_settings
 from proxy.runtime.malloc import tune_malloc
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start

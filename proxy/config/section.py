@@ -1,7 +1,11 @@
-"""Typed reading of one mapping from the config file.
+"""Typed reading of one mapping from the config file, for every owner of a section.
 
 Every problem is recorded with its dotted key path (``storage.backends.s3.bucket: required``)
 instead of raised, so that one run of ``check-config`` names every bad key at once.
+
+A reader returns None for a key the file leaves out (or gives a refused value), unless the
+caller names a default. Defaults live on the fields of the frozen dataclass a section becomes:
+``given`` passes on only what the file gave, so each default is written once, on its field.
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ class Section:
             return default
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(
+        self, key: str, default: int | None = None, *, minimum: int | None = None
+    ) -> int | None:
         value = self._get(key)
         if value is None:
             return default
@@ -79,7 +85,9 @@ class Section:
             return default
         return value
 
-    def number(self, key: str, default: float, *, minimum: float | None = None) -> float:
+    def number(
+        self, key: str, default: float | None = None, *, minimum: float | None = None
+    ) -> float | None:
         value = self._get(key)
         if value is None:
             return default
@@ -91,7 +99,7 @@ class Section:
             return default
         return float(value)
 
-    def size(self, key: str, default: int, *, minimum: int = 1) -> int:
+    def size(self, key: str, default: int | None = None, *, minimum: int = 1) -> int | None:
         """A byte count: an integer or a string such as ``1MiB``, ``512 KiB``, ``64k``."""
         value = self._get(key)
         if value is None:
@@ -108,7 +116,7 @@ class Section:
             return default
         return parsed
 
-    def boolean(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: bool | None = None) -> bool | None:
         value = self._get(key)
         if value is None:
             return default
@@ -138,3 +146,9 @@ class Section:
         for key in self._raw:
             if key not in self._seen:
                 self.error(str(key), "unknown key")
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments the file gave (None: left out or refused), for a dataclass whose
+    fields hold the defaults."""
+    return {name: value for name, value in values.items() if value is not None}

@@ -25,7 +25,7 @@ class AccelRedirect:
         config = settings.download.accel_redirect
         if not config.enabled:
             return None
-        local = next(b.name for b in settings.storage.backends if b.protocol == "file")
+        local = next(b.name for b in settings.storage.backends if b.local_root is not None)
         return cls(config.prefix, local)
 
     def serves(self, backend_name: str) -> bool:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from proxy.catalog.lookup import Catalog
+from proxy.catalog.settings import CatalogConfig, ColumnMap
 from proxy.catalog.sqlite_reader import SQLiteReader
-from proxy.config.settings import CatalogConfig, ColumnMap
 
 QUERY = "SELECT v FROM d WHERE id = :document_id"
 

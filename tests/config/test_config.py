@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.config.settings import ConfigError, load_settings
+from proxy.config.loading import load_settings
+from proxy.config.settings import ConfigError
 from tests.conftest import require_server
 from tests.harness import REPO, base_config, free_port, merge, write_config
 from tests.samples import pdf_bytes
