@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, fields
 
 from proxy.catalog.guard import read_only_query_problem
+from proxy.catalog.registry import dialect, dialect_name
 from proxy.config.section import Section, given
 
 
@@ -79,34 +80,19 @@ class CatalogConfig:
 TENANT_RULES = ("auto", "on", "off")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
-# The drivers docproxy ships (databases' extras); SQLAlchemy-style "+driver" names are accepted.
-_CATALOG_SCHEMES = {
-    "sqlite": "sqlite",
-    "sqlite+aiosqlite": "sqlite",
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+asyncpg": "postgresql",
-    "mysql": "mysql",
-    "mysql+aiomysql": "mysql",
-}
-
-
-def catalog_scheme(url: str) -> str | None:
-    """``postgresql+asyncpg://...`` -> ``postgresql``; None for a driver docproxy lacks."""
-    return _CATALOG_SCHEMES.get(url.split("://", 1)[0].lower()) if "://" in url else None
 
 
 def parse_catalog(s: Section) -> CatalogConfig:
     url = s.string("url", required=True) or ""
-    scheme = catalog_scheme(url)
-    if url and scheme is None:
+    name = dialect_name(url)
+    if url and name is None:
         s.error(
             "url",
             "must be a sqlite:///path, postgresql://user@host/db or mysql://user@host/db URL"
             f" (got scheme {url.split('://', 1)[0]!r})",
         )
     embedded = s.boolean("embedded")
-    if embedded and scheme not in (None, "sqlite"):
+    if embedded and name is not None and not dialect(name).embeddable:
         s.error("embedded", "only a sqlite:// catalog can be embedded")
     query = _query(s)
     if embedded:

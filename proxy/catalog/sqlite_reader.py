@@ -113,6 +113,9 @@ class SQLiteReader:
         row = await anyio.to_thread.run_sync(self._fetch_waiting, query, values)
         return row if convert is None else convert(row, values or {})
 
+    # A request's look-up is a cached fetch like the checks' (``proxy.catalog.dialect``).
+    lookup = fetch_one
+
     def _read_marker(self) -> bytes | None:
         """Header bytes 18-19 (format: 2 is WAL) and 24-27 (change counter), or None when they
         cannot vouch for the file (WAL mode, no descriptor, a short read)."""

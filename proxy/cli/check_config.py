@@ -7,7 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from proxy.catalog.lookup import CatalogUnavailable, check_live
+from proxy.catalog.errors import CatalogUnavailable
+from proxy.catalog.lookup import check_live
 from proxy.catalog.sqlite_reader import sqlite_file
 from proxy.config.loading import config_path, load_settings
 from proxy.config.settings import Settings

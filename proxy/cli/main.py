@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from proxy.catalog.embedded import EmbeddedError
-from proxy.catalog.lookup import CatalogMismatch
+from proxy.catalog.errors import CatalogMismatch
 from proxy.cli.check_config import check_config
 from proxy.cli.documents import (
     documents_add,

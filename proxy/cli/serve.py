@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from proxy.catalog.lookup import CatalogUnavailable
+from proxy.catalog.errors import CatalogUnavailable
 from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
 from proxy.runtime.malloc import tune_malloc

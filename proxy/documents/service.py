@@ -23,7 +23,9 @@ from backends.base import (
 from backends.routing import StorageRouter
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import Caller
-from proxy.catalog.lookup import Catalog, CatalogError, Document
+from proxy.catalog.document import Document
+from proxy.catalog.errors import CatalogError
+from proxy.catalog.lookup import Catalog
 from proxy.common.caches import BoundedCache
 from proxy.config.settings import DownloadConfig
 from proxy.documents.content_type import choose_type, declared_types, needs_sniff, sniff

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from proxy.catalog.document import Document
 from proxy.catalog.guard import read_only_query_problem
-from proxy.catalog.lookup import Document, MetadataCache, lookup_sql, mapping_problems, probe_sql
+from proxy.catalog.lookup import MetadataCache
 from proxy.catalog.settings import CacheConfig, CatalogConfig, ColumnMap
+from proxy.catalog.sql import lookup_sql, mapping_problems, probe_sql
 from proxy.config.settings import ConfigError, parse_settings
 from tests.harness import base_config, run_cli, write_config
 

@@ -23,7 +23,7 @@ def test_presigned_urls_are_reused_only_within_the_margin():
 
 async def test_a_counted_read_starts_on_the_first_chunk_and_closes_the_store_read():
     from backends.base import ObjectInfo
-    from proxy.catalog.lookup import Document
+    from proxy.catalog.document import Document
     from proxy.documents.service import CountedRead, ResolvedDocument
     from proxy.documents.stats import DownloadStats
 
