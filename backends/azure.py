@@ -180,7 +180,7 @@ class AzureBackend(FsspecBackend):
     def _presign_native(self, request: PresignRequest) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-        blob = self._path(request.key).split("/", 1)[1]
+        blob = self._object_key(request.key)
         try:
             sas = generate_blob_sas(
                 account_name=self.options.account_name,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -116,7 +116,11 @@ class FsspecBackend:
         return relative_key(path[1:] if path.startswith("/") else path)
 
     def _path(self, key: str) -> str:
-        return f"{self.store.bucket}/{relative_key(key)}"
+        return f"{self.store.bucket}/{self._object_key(key)}"
+
+    def _object_key(self, key: str) -> str:
+        """The object's name in the bucket, as the store's SDK wants it."""
+        return relative_key(key)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -148,44 +152,13 @@ class FsspecBackend:
             "read", key, self.fs._cat_file(self._path(key), start=start, end=end)
         )
 
-    async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent.
+    def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent."""
 
-        A short answer is not the end of the object: the next read starts where it stopped.
-        Only an empty answer before ``end`` is, and then the object is shorter than its stat
-        said, which is a storage fault, never a silent truncation.
-        """
-        position = start
-        if end <= position:
-            return
-        pending: asyncio.Future[bytes] | None = asyncio.ensure_future(
-            self._read(key, position, min(position + self.chunk_size, end))
-        )
-        try:
-            while pending is not None:
-                wanted = min(self.chunk_size, end - position)
-                data = await pending
-                pending = None
-                if not data:
-                    raise StorageError(
-                        f"read {self.name}:{key}: object ended at byte {position}, "
-                        f"{end - position} bytes early"
-                    )
-                if len(data) > wanted:
-                    raise StorageError(
-                        f"read {self.name}:{key}: store sent {len(data)} bytes for a "
-                        f"{wanted}-byte range (range ignored)"
-                    )
-                position += len(data)
-                if position < end:
-                    pending = asyncio.ensure_future(
-                        self._read(key, position, min(position + self.chunk_size, end))
-                    )
-                yield data
-        finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+        def read(position: int, size: int) -> Awaitable[bytes]:
+            return self._read(key, position, position + size)
+
+        return read_ahead(read, start, end, self.chunk_size, f"{self.name}:{key}")
 
     # -- presigning -------------------------------------------------------------------------
 
@@ -196,6 +169,46 @@ class FsspecBackend:
 
     def _presign_native(self, request: PresignRequest) -> str:
         raise NotImplementedError
+
+
+async def read_ahead(
+    read: Callable[[int, int], Awaitable[bytes]], start: int, end: int, chunk_size: int, where: str
+) -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` as ``read(position, size)`` hands them out, at most ``chunk_size``
+    a read, the next one started while this one is sent (one ahead, no more).
+
+    A short answer is not the end of the object: the next read starts where it stopped. Only an
+    empty answer before ``end`` is, and then the object is shorter than its stat said, which is
+    a storage fault, never a silent truncation; so is an answer longer than asked for.
+    """
+    position = start
+    if end <= position:
+        return
+    pending: asyncio.Future[bytes] | None = asyncio.ensure_future(
+        read(position, min(chunk_size, end - position))
+    )
+    try:
+        while pending is not None:
+            wanted = min(chunk_size, end - position)
+            data = await pending
+            pending = None
+            if not data:
+                raise StorageError(
+                    f"read {where}: object ended at byte {position}, {end - position} bytes early"
+                )
+            if len(data) > wanted:
+                raise StorageError(
+                    f"read {where}: store sent {len(data)} bytes for a {wanted}-byte range "
+                    "(range ignored)"
+                )
+            position += len(data)
+            if position < end:
+                pending = asyncio.ensure_future(read(position, min(chunk_size, end - position)))
+            yield data
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
 
 def describe(exc: BaseException) -> str:

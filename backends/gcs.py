@@ -104,9 +104,7 @@ class GCSBackend(FsspecBackend):
         self.fs = None
 
     def _presign_native(self, request: PresignRequest) -> str:
-        blob = self._signing_client.bucket(self.store.bucket).blob(
-            self._path(request.key).split("/", 1)[1]
-        )
+        blob = self._signing_client.bucket(self.store.bucket).blob(self._object_key(request.key))
         try:
             return blob.generate_signed_url(
                 version="v4",
