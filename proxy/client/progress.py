@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import TextIO
 
 
@@ -20,19 +21,23 @@ def human_time(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+@dataclass
 class Progress:
     """A one-line bar on a terminal; on a pipe, a line every few seconds and a summary."""
 
-    def __init__(self, stream: TextIO, name: str, total: int | None, done: int, quiet: bool):
-        self.stream = stream
-        self.name = name
-        self.total = total
-        self.resumed_at = done
-        self.done = done
-        self.quiet = quiet
-        self.tty = stream.isatty()
-        self.started = time.monotonic()
-        self.shown = 0.0
+    stream: TextIO
+    name: str
+    total: int | None
+    done: int  # bytes so far, those of a resumed partial file included
+    quiet: bool
+    resumed_at: int = field(init=False)
+    tty: bool = field(init=False)
+    started: float = field(init=False, default_factory=time.monotonic)
+    shown: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.resumed_at = self.done
+        self.tty = self.stream.isatty()
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started

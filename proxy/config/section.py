@@ -11,6 +11,7 @@ caller names a default. Defaults live on the fields of the frozen dataclass a se
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from types import UnionType
 from typing import Any
 
 from proxy.common.sizes import parse_size
@@ -74,30 +75,29 @@ class Section:
     def integer(
         self, key: str, default: int | None = None, *, minimum: int | None = None
     ) -> int | None:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(key, f"must be an integer, not {type(value).__name__}")
-            return default
-        if minimum is not None and value < minimum:
-            self.error(key, f"must be at least {minimum} (got {value})")
-            return default
-        return value
+        value = self._numeric(key, int, "an integer", minimum)
+        return default if value is None else int(value)
 
     def number(
         self, key: str, default: float | None = None, *, minimum: float | None = None
     ) -> float | None:
+        value = self._numeric(key, int | float, "a number", minimum)
+        return default if value is None else float(value)
+
+    def _numeric(
+        self, key: str, kind: type | UnionType, what: str, minimum: float | None
+    ) -> float | None:
+        """The value if it is a ``kind`` (never a bool) of at least ``minimum``, else None."""
         value = self._get(key)
         if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(key, f"must be a number, not {type(value).__name__}")
-            return default
+            return None
+        if isinstance(value, bool) or not isinstance(value, kind):
+            self.error(key, f"must be {what}, not {type(value).__name__}")
+            return None
         if minimum is not None and value < minimum:
             self.error(key, f"must be at least {minimum} (got {value})")
-            return default
-        return float(value)
+            return None
+        return value
 
     def size(self, key: str, default: int | None = None, *, minimum: int = 1) -> int | None:
         """A byte count: an integer or a string such as ``1MiB``, ``512 KiB``, ``64k``."""

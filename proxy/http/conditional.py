@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 
 from backends.base import ObjectInfo
 from proxy.http.errors import PreconditionFailed, RangeNotSatisfiable
-from proxy.http.ranges import ByteRange, RangeOutcome, evaluate_range
+from proxy.http.ranges import ByteRange, RangeOutcome, evaluate_range, list_elements
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E (obs-text left out).
 _ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e]*)"')
@@ -97,10 +97,7 @@ def parse_http_date(value: str) -> int | None:
 def parse_entity_tags(value: str) -> list[EntityTag] | None:
     """The entity-tags of an If-Match / If-None-Match list; None when it is not one."""
     tags = []
-    for element in value.split(","):
-        element = element.strip(" \t")
-        if not element:
-            continue
+    for element in list_elements(value):
         match = _ENTITY_TAG.fullmatch(element)
         if match is None:
             return None

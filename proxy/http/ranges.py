@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # ASCII digits only: str.isdigit() would accept "²" or Arabic-Indic digits.
@@ -51,18 +52,22 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
+def list_elements(value: str) -> Iterator[str]:
+    """The elements of a header list (RFC 9110 section 5.6.1): separated by commas with optional
+    whitespace; empty elements are to be accepted and ignored."""
+    for element in value.split(","):
+        element = element.strip(" \t")
+        if element:
+            yield element
+
+
 def parse_range_header(value: str) -> list[RangeSpec] | None:
     """The byte range-specs of a ``Range`` value, or None when it is not a valid bytes range."""
     unit, sep, range_set = value.partition("=")
     if not sep or unit.strip(" \t").lower() != "bytes":
         return None
     specs: list[RangeSpec] = []
-    # RFC 9110 section 5.6.1: list elements are separated by commas with optional whitespace,
-    # and empty elements are to be accepted and ignored.
-    for element in range_set.split(","):
-        element = element.strip(" \t")
-        if not element:
-            continue
+    for element in list_elements(range_set):
         match = _SPEC.fullmatch(element)
         if match is None:
             return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,26 +55,19 @@ class Handler:
         await response(scope, receive, send)
 
 
+@dataclass(eq=False)
 class Endpoints:
-    def __init__(
-        self,
-        tokens: TokenAuthority,
-        links: LinkSigner,
-        documents: DocumentService,
-        stats: DownloadStats,
-        cache_control: str,
-        public_url: str | None,
-        accel: AccelRedirect | None = None,
-    ) -> None:
-        self.accel = accel
-        self.tokens = tokens
-        self.links = links
-        self.documents = documents
-        self.stats = stats
-        self.cache_control = cache_control
-        self.public_url = public_url
-        # Building a base URL parses the Host header into a URL: remembered per what it is made of.
-        self._base_urls: BoundedCache[tuple[object, ...], str] = BoundedCache(BASE_URLS_KEPT)
+    tokens: TokenAuthority
+    links: LinkSigner
+    documents: DocumentService
+    stats: DownloadStats
+    cache_control: str
+    public_url: str | None
+    accel: AccelRedirect | None = None
+    # Building a base URL parses the Host header into a URL: remembered per what it is made of.
+    _base_urls: BoundedCache[tuple[object, ...], str] = field(
+        default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
+    )
 
     def routes(self) -> list[Route]:
         # Downloads first: the router tries routes in order, and each miss costs a regex match.
