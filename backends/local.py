@@ -17,7 +17,7 @@ from backends.keys import relative_key
 from proxy.config.section import Section, given
 
 # Spans up to this size are read on the event loop: from the page cache that takes a few
-# microseconds, less than the hop to a worker thread and back (profiled on 10 KiB documents).
+# microseconds, less than the hop to a worker thread and back.
 INLINE_READ_LIMIT = 64 * 1024
 # preadv2(RWF_NOWAIT) reads only what is in the page cache, without blocking: Linux 4.14+.
 CAN_READ_CACHED = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
@@ -151,9 +151,8 @@ class LocalBackend:
         """``size`` bytes at ``offset``, fewer only at the end of the file.
 
         What the page cache holds is read right here on the event loop; only the rest goes to
-        a worker thread. The thread hop per chunk (futex, eventfd, two context switches) cost a
-        quarter of a big download's throughput when every chunk took it (one 1 GiB download
-        alternating in the same run: 1.47 GB/s with a thread per chunk, 2.01 without).
+        a worker thread, since a thread hop per chunk (futex, eventfd, two context switches)
+        costs a big download much of its throughput.
         """
         buffer = bytearray(size)
         view = memoryview(buffer)

@@ -1,11 +1,11 @@
 """Amazon S3 and S3-compatible stores (MinIO, Ceph, moto...) through s3fs.
 
-Reads go through s3fs's aiobotocore client: one ranged GET per ``stream_range``, its body
-read in bounded chunks. A big range (``fast_read_min_size``) is instead fetched with a
-presigned URL straight into chunk buffers (``backends.ranged_get``): a third of the user-space
-CPU per byte; the SDK still answers whatever that plain GET does not expect. Presigning
-is botocore's offline SigV4 query signing with clients made once in ``open``: no round trip
-per URL.
+Reads go through s3fs's aiobotocore client: one ranged GET per ``stream_range``, its body read
+in bounded chunks. A big range (``fast_read_min_size``) is instead fetched with a presigned URL
+straight into chunk buffers (``backends.ranged_get``), which spares the copies the SDK makes of
+every byte; the SDK still answers whatever that plain GET does not expect. Presigning is
+botocore's offline SigV4 query signing with clients made once in ``open``: no round trip per
+URL.
 """
 
 from __future__ import annotations

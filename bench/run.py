@@ -4,7 +4,8 @@ Every row is docproxy ÷ its baseline measured in the same run, the median of se
 that alternate between the two. ``--quick`` runs every row small and short (seconds), so CI
 keeps the benchmark working; its figures mean nothing. ``--rows 3,6`` runs only the rows
 named (comma-separated: 1, 1b, 2, 3, 4, 4b, 5, 6) and, being partial, does not write
-``bench/results/`` (it prints the table only).
+``bench/results/`` (it prints the table only). A full run writes ``bench/results/latest.md``
+and adds its line to ``bench/results/history.md``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from bench.servers import (
     rss_kib,
 )
 
-ROW_NUMBERS = frozenset({"1", "1b", "2", "3", "4", "4b", "5", "6"})
+ROW_ORDER = ("1", "1b", "2", "3", "4", "4b", "5", "6")
+ROW_NUMBERS = frozenset(ROW_ORDER)
 RESULTS = Path(__file__).resolve().parent / "results"
 GiB = 1024**3
 MiB = 1024**2
@@ -521,6 +523,39 @@ def render(b: Bench, nginx: Nginx | None, started: dt.datetime, mode: str) -> st
     return "\n".join(lines) + "\n"
 
 
+HISTORY_HEADER = f"""# docproxy benchmark history
+
+One line per full run of ``python -m bench`` (which adds it): each row's ratio of docproxy to
+its baseline, measured in the same run; row 5, which has no baseline, says whether it met its
+target. "(no)" marks a row that missed its target. ``latest.md`` has the last run in full, and
+``bench/README.md`` says what each row measures.
+
+| date (UTC) | commit | machine | {" | ".join(ROW_ORDER)} |
+|---|---|---|{"---|" * len(ROW_ORDER)}
+"""
+
+
+def history_line(date: str, commit: str, machine: str, rows: dict[str, tuple[str, str]]) -> str:
+    """One line of history.md from each row's ratio and verdict (``met``), by row number."""
+    cells = []
+    for number in ROW_ORDER:
+        ratio, met = rows.get(number, ("-", "-"))
+        met = met.strip("*")
+        if ratio == "-":
+            cells.append(met)
+        else:
+            cells.append(f"{ratio} (no)" if met == "no" else ratio)
+    return f"| {date} | {commit} | {machine} | {' | '.join(cells)} |\n"
+
+
+def add_to_history(line: str) -> None:
+    history = RESULTS / "history.md"
+    if not history.exists():
+        history.write_text(HISTORY_HEADER)
+    with history.open("a") as out:
+        out.write(line)
+
+
 def run_rows(b: Bench, stops: list[Callable[[], None]]) -> Nginx | None:
     """Run every row; each server started is registered in ``stops`` at once, so the caller
     stops it even when a row fails half-way."""
@@ -672,8 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_save and only is None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "latest.md").write_text(table)
-        (RESULTS / f"{started:%Y-%m-%d-%H%M}.md").write_text(table)
-        log(f"wrote {RESULTS / 'latest.md'}")
+        rows = {r.number: (r.ratio, r.met) for r in bench.rows}
+        add_to_history(history_line(f"{started:%Y-%m-%d %H:%M}", commit(), machine(), rows))
+        log(f"wrote {RESULTS / 'latest.md'} and a line of {RESULTS / 'history.md'}")
     for failure in bench.failures:
         log(f"FAILED {failure}")
     return 1 if bench.failures else 0

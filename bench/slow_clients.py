@@ -1,6 +1,6 @@
 """Memory and storage reads of docproxy while many slow clients download one big file.
 
-The issue's figure: 20 clients reading a 1 GiB file at 1 MiB/s each. Run:
+The figure the service is held to: 20 clients reading a 1 GiB file at 1 MiB/s each. Run:
 
     python bench/slow_clients.py [--clients 20] [--size-mib 1024] [--rate-mib 1] [--seconds 30]
 

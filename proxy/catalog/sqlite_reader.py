@@ -1,12 +1,12 @@
 """A SQLite catalog read through one long-lived, read-only connection.
 
 Why not ``databases`` here: its SQLite backend opens a new aiosqlite connection, and so starts a
-new thread, for every query (profiled: 100 req/s on 10 KiB downloads, 90 % of the time in
-connection set-up). A primary-key look-up on a local SQLite file takes about 10 µs, less than
-one hop to a worker thread, so it runs on the event loop itself with a zero busy timeout: it
-never waits there. When a writer holds the lock (``docproxy documents add`` mid-insert), the
-query is retried in a worker thread on its own connection, which may wait ``busy_timeout``.
-The file is opened with ``mode=ro``: docproxy never creates or writes an operator's file.
+new thread, for every query, which cost more than all the rest of a download. A primary-key
+look-up on a local SQLite file costs less than one hop to a worker thread, so it runs on the
+event loop itself with a zero busy timeout: it never waits there. When a writer holds the lock
+(``docproxy documents add`` mid-insert), the query is retried in a worker thread on its own
+connection, which may wait ``busy_timeout``. The file is opened with ``mode=ro``: docproxy never
+creates or writes an operator's file.
 
 Rows (or what the catalog made of them) are cached per process (``RowCache``), keyed by query
 and values, and the whole cache is dropped as soon as ``PRAGMA data_version`` on the reader's

@@ -102,7 +102,7 @@ class ResumeState:
 
 
 def server_message(response: httpx.Response) -> str:
-    """The seed's ``message`` of an error envelope, else the HTTP reason."""
+    """The API's ``message`` of an error envelope, else the HTTP reason."""
     try:
         response.read()
         body = response.json()

@@ -13,7 +13,7 @@ OCTET_STREAM = "application/octet-stream"
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 # The OS's /etc/mime.types differs between machines and Python's own table lacks some office
-# types, so the types the seed promises are registered here and never depend on the host.
+# types, so the types the Download Document API names are registered here, whatever the host.
 _KNOWN_TYPES = {
     ".pdf": "application/pdf",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",

@@ -213,10 +213,8 @@ class CountedRead:
     """A store's ranged read, started on the first ``__anext__`` and counted in the stats; a
     store's fault comes out of it as ``StoreFailed``.
 
-    A plain class rather than an async generator wrapping the store's: that layer cost the event
-    loop's async-generator hooks, an ``aclosing`` and a frame per chunk, about 17k instructions
-    of a 10 KiB download; this class costs about 8k (``python -m bench.instructions``: 421k ->
-    412k for the whole server).
+    A plain class rather than an async generator wrapping the store's, which would add the
+    event loop's async-generator hooks, an ``aclosing`` and a frame per chunk.
     """
 
     __slots__ = ("_chunks", "_end", "_reads", "_resolved", "_start")
@@ -259,8 +257,8 @@ class CountedRead:
 class PresignedUrlCache:
     """Presigned URLs and links still fresh enough to hand out again, for any backend.
 
-    Signing costs a store's SDK hundreds of microseconds (botocore's SigV4: about 330 µs), and
-    clients ask for the same hot documents over and over. A URL is reused only while its age
+    Signing costs a store's SDK hundreds of microseconds, and clients ask for the same hot
+    documents over and over. A URL is reused only while its age
     is at most ``margin`` seconds, so every URL returned keeps at least ttl - margin seconds
     of validity. The key holds the catalog row the URL was made from, so any change to it
     (name, type, path, group, deletion) makes a new URL.

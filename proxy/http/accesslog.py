@@ -1,8 +1,8 @@
 """The one log line per download, written without building a ``LogRecord``.
 
-A download's outcome line went through ``logger.info``: the record, the caller look-up, the
-formatter and its ``strftime`` took about 9 % of a 10 KiB download (profiled with py-spy on
-row 3 of the benchmark). When docproxy's own stderr handler is the logger's only handler,
+Through ``logger.info``, a download's outcome line costs a record, a look-up of the caller,
+the formatter and its ``strftime``: a sizeable part of a small download. When docproxy's own
+stderr handler is the logger's only handler,
 the line is formatted here, exactly as that handler's formatter would (the time string is
 made once a second), and written to its stream under its lock. Any other set-up (a handler
 added by an embedding application, pytest's capture, a filter) gets a plain ``logger.info``.

@@ -81,7 +81,7 @@ class Validators:
 
 @functools.lru_cache(maxsize=4096)
 def http_date(seconds: int) -> str:
-    # Cached: formatting costs ~10 µs, and hot documents repeat the same modification time.
+    # Cached: formatting a date is slow next to a look-up, and hot documents repeat theirs.
     return email.utils.formatdate(seconds, usegmt=True)
 
 

@@ -1,17 +1,13 @@
 """glibc malloc settings for a process that streams big chunks read by many threads.
 
 Each chunk (1 MiB by default) is allocated by whichever worker thread read it. glibc gives
-threads arenas of their own (up to eight per core), whose heaps fragment and seldom shrink:
-with 20 slow clients the server's RSS crept up by a couple of MiB per connection while the
-clients kept reading (CI saw +40.9 MiB). Two arenas stop that. The mmap threshold is fixed
-above the chunk size: below it (512 KiB was tried) every chunk is mapped, page-faulted and
-unmapped, which cost half the throughput of one big download (bench row 1: 0.41 of nginx
-against 0.82 with 4 MiB, same run); a fixed threshold also keeps glibc from moving it.
-Fixing it also fixes the trim threshold at glibc's default of 128 KiB, so every freed chunk at
-the top of a heap was handed back to the kernel and the next one faulted in again, page by page
-(about 100,000 page faults per GB served, 40% of the bytes; 1.04 against 1.47 GB/s on one local
-download). Keeping up to 8 MiB free at a heap's top, a few chunks, bounds what is retained
-(per arena, not per download) and removes those faults.
+threads arenas of their own (up to eight per core), whose heaps fragment and seldom shrink, so
+the server's memory crept up with every slow client: two arenas stop that. The mmap threshold
+is fixed above the chunk size, or every chunk would be mapped, page-faulted and unmapped; a
+fixed threshold also keeps glibc from moving it. Fixing it also fixes the trim threshold at
+glibc's 128 KiB, which hands every freed chunk at the top of a heap back to the kernel, to be
+faulted in again for the next one: keeping up to 8 MiB free there, a few chunks per arena,
+bounds what is retained and removes those faults. The figures are in bench/README.md.
 """
 
 from __future__ import annotations

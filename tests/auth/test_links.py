@@ -14,7 +14,7 @@ from proxy.config.settings import PresignConfig
 from tests.harness import LINK_KEY, assert_envelope, run_cli
 from tests.samples import pdf_bytes, sha256
 
-DOCUMENT_ID = "doc-abc-123-def-456"  # the seed's example id
+DOCUMENT_ID = "doc-abc-123-def-456"  # the Download Document API's example id
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def signer(ttl: int = 3600, key: str = LINK_KEY) -> LinkSigner:
     return LinkSigner(PresignConfig(signing_key=key, ttl=ttl))
 
 
-def test_seed_example_1_returns_a_link_that_downloads_without_a_token(service, auth):
+def test_api_example_1_returns_a_link_that_downloads_without_a_token(service, auth):
     before = int(time.time())
     response = presign(service, auth)
     assert response.status_code == 200

@@ -16,8 +16,8 @@ from joserfc.jwk import OctKey
 from tests.harness import TOKEN_KEY, assert_envelope, run_cli
 
 TOKEN_PATH = "/generate-client-auth-token"
-# The seed's example, word for word; the test config declares its client.
-SEED_TOKEN_REQUEST = {
+# The Download Document API's example, word for word; the test config declares its client.
+API_TOKEN_REQUEST = {
     "client_id": "your-client-id",
     "client_secret": "your-client-secret",
     "fingerprint": "device-fingerprint-123",
@@ -101,8 +101,8 @@ def get_doc(service, authorization: str | None) -> httpx.Response:
 # --- issuing -------------------------------------------------------------------------------
 
 
-def test_seed_example_returns_a_token_envelope(service):
-    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=SEED_TOKEN_REQUEST)
+def test_api_example_returns_a_token_envelope(service):
+    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=API_TOKEN_REQUEST)
     assert response.status_code == 200
     body = response.json()
     assert body["statusCode"] == 200
@@ -113,7 +113,7 @@ def test_seed_example_returns_a_token_envelope(service):
 
 def test_token_carries_the_promised_claims_and_header(service):
     before = int(time.time())
-    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=SEED_TOKEN_REQUEST)
+    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=API_TOKEN_REQUEST)
     token = response.json()["data"]["access_token"]
     decoded = jwt.decode(token, OctKey.import_key(TOKEN_KEY.encode()), algorithms=["HS256"])
     assert decoded.header == {"alg": "HS256", "typ": "JWT"}
@@ -133,7 +133,7 @@ def test_token_carries_the_promised_claims_and_header(service):
 
 def test_every_token_gets_its_own_jti(service):
     tokens = [
-        httpx.post(f"{service.base_url}{TOKEN_PATH}", json=SEED_TOKEN_REQUEST).json()["data"][
+        httpx.post(f"{service.base_url}{TOKEN_PATH}", json=API_TOKEN_REQUEST).json()["data"][
             "access_token"
         ]
         for _ in range(3)
@@ -218,7 +218,7 @@ def test_missing_or_mistyped_fields_get_435(service, request_body, message):
         (b'["client_id"]', "application/json", "Request body must be a JSON object"),
         (b'"text"', "application/json", "Request body must be a JSON object"),
         (
-            json.dumps(SEED_TOKEN_REQUEST).encode(),
+            json.dumps(API_TOKEN_REQUEST).encode(),
             "text/plain",
             "Content-Type must be application/json",
         ),

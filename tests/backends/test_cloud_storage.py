@@ -312,7 +312,7 @@ def test_missing_unknown_and_escaping_paths_are_437(make_service, catalog, store
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs", "az"])
-def test_store_down_gives_the_seeds_500(make_service, catalog, tmp_path, kind):
+def test_store_down_gives_the_apis_500(make_service, catalog, tmp_path, kind):
     store = start_store(kind, tmp_path / "dedicated")
     try:
         bucket = new_bucket(store)

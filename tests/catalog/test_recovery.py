@@ -53,7 +53,7 @@ def test_database_stopped_and_restarted_without_restarting_docproxy(
     token = service.token()
     assert get(service, "doc-1", token).content == b"still here"
 
-    # Stopped: the seed's 500s, logged, for as long as it is down.
+    # Stopped: the API's 500s, logged, for as long as it is down.
     own_postgres.stop()
     for _ in range(3):
         assert_envelope(get(service, "doc-1", token), 500, "Failed to download document")

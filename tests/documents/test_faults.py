@@ -1,4 +1,4 @@
-"""Database and storage faults: the seed's 500 messages, the cause in the log, nothing leaked."""
+"""Database and storage faults: the API's 500 messages, the cause in the log, nothing leaked."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ WRITE_ONLY_SYSFS = "/sys/bus/platform/uevent"
 def test_file_that_cannot_be_opened(make_service, tmp_path):
     """A regular file that stat accepts and open refuses, even to root: a sysfs write-only
     attribute (opening it for reading is harmless). Nothing was sent yet, so the client gets
-    the seed's 500, not a 200 cut short."""
+    the API's 500, not a 200 cut short."""
     service = make_service(
         {"storage": {"backends": {"local": {"root": os.path.dirname(WRITE_ONLY_SYSFS),
                                             "create_root": False}}}}

@@ -122,7 +122,7 @@ def test_nginx_sends_the_bytes_docproxy_authorized(make_service, nginx_front, tm
     assert response.headers["cache-control"] == "no-cache"
     assert "x-accel-redirect" not in response.headers  # nginx consumes it
 
-    # Refusals still come from docproxy, in the seed's envelope, through nginx.
+    # Refusals still come from docproxy, in the API's envelope, through nginx.
     assert_envelope(httpx.get(f"{front}/download/{document_id}"), 403, "UNAUTHORIZED")
     assert_envelope(httpx.get(f"{front}/download/nope", headers=auth), 437, "Document not found")
     # The internal location cannot be fetched directly.

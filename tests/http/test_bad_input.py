@@ -1,4 +1,4 @@
-"""The seed's 435/437 answers, bad bodies, unknown routes: always the envelope, never a 500."""
+"""The API's 435/437 answers, bad bodies, unknown routes: always the envelope, never a 500."""
 
 from __future__ import annotations
 
@@ -208,7 +208,7 @@ def test_non_standard_statuses_reach_the_wire(service, auth):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_sees_the_seed_statuses(service, auth):
+def test_curl_sees_the_api_statuses(service, auth):
     result = subprocess.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
          f"{service.base_url}/download", "-H", "Content-Type: application/json",

@@ -13,17 +13,17 @@ import pytest
 from tests.harness import run_cli
 from tests.samples import (
     DOCX_TYPE,
+    api_file_types,
     insert_document,
     jpeg_bytes,
     pdf_bytes,
     png_bytes,
-    seed_file_types,
     sha256,
     store_file,
     txt_bytes,
 )
 
-SAMPLES = seed_file_types(padding=3000)
+SAMPLES = api_file_types(padding=3000)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def auth(service) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def samples_added(service, tmp_path_factory) -> dict[str, str]:
-    """Each seed file type added with the CLI; name -> document id."""
+    """Each file type of the API added with the CLI; name -> document id."""
     folder = tmp_path_factory.mktemp("samples")
     ids = {}
     for sample in SAMPLES:
@@ -69,7 +69,7 @@ def assert_download_headers(response: httpx.Response, content_type: str, filenam
     assert int(response.headers["content-length"]) == len(response.content)
 
 
-def test_seed_example_2_direct_download(service, auth, tmp_path):
+def test_api_example_2_direct_download(service, auth, tmp_path):
     source = tmp_path / "my-document.pdf"
     source.write_bytes(pdf_bytes(500))
     run_cli(service.config_path, "documents", "add", str(source), "--id", "doc-abc-123-def-456")
@@ -79,7 +79,7 @@ def test_seed_example_2_direct_download(service, auth, tmp_path):
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
-def test_each_seed_type_downloads_byte_for_byte(service, auth, samples_added, sample):
+def test_each_api_type_downloads_byte_for_byte(service, auth, samples_added, sample):
     document_id = samples_added[sample.name]
     response = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth)
     assert_download_headers(response, sample.content_type, sample.name)
@@ -87,7 +87,7 @@ def test_each_seed_type_downloads_byte_for_byte(service, auth, samples_added, sa
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
-def test_each_seed_type_downloads_through_a_presigned_link(service, auth, samples_added, sample):
+def test_each_api_type_downloads_through_a_presigned_link(service, auth, samples_added, sample):
     document_id = samples_added[sample.name]
     response = httpx.post(
         f"{service.base_url}/download", json={"document_id": document_id}, headers=auth

@@ -1,7 +1,7 @@
 """Big files: streamed in bounded chunks with flat server memory, and an honest end on a fault.
 
 Memory is read from /proc (VmRSS, VmHWM) of the server process while a download runs. These are
-bounds, not timings: the issue's promise is peak memory well under 100 MiB for a 200 MiB file.
+bounds, not timings: the promise is peak memory well under 100 MiB for a 200 MiB file.
 """
 
 from __future__ import annotations
