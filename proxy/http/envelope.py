@@ -1,4 +1,5 @@
-"""The one place that builds the ``{statusCode, data, message}`` envelope and maps errors to it."""
+"""The one place that builds the ``{statusCode, data, message}`` envelope, for answers and for
+errors (each error's status and message come from the table in ``proxy.http.errors``)."""
 
 from __future__ import annotations
 

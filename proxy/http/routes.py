@@ -1,4 +1,5 @@
-"""The HTTP endpoints: parse, call the service, answer. Errors are raised, never built here."""
+"""The HTTP endpoints: parse, call the service, answer. Errors are raised, and ``Handler``
+answers them from the one table in ``proxy.http.errors``."""
 
 from __future__ import annotations
 
