@@ -36,7 +36,7 @@ def dialect_name(url: str) -> str | None:
     return name if name in _REGISTRY else None
 
 
-@functools.cache
+@functools.cache  # one instance per dialect: they hold no state
 def dialect(name: str) -> Dialect:
     """The dialect registered as ``name``; KeyError names an unknown one."""
     module_name, _, class_name = _REGISTRY[name].partition(":")

@@ -39,6 +39,7 @@ class EntityTag:
         return not self.weak and not other.weak and self.opaque == other.opaque
 
 
+# Cached: every download of a hot document parses the same ETag again.
 @functools.lru_cache(maxsize=4096)
 def store_entity_tag(raw: str) -> EntityTag | None:
     """The store's ETag as a well-formed entity-tag (stores differ in quoting), or None."""
