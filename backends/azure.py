@@ -21,7 +21,7 @@ from backends.fsspec_common import (
     parse_store_options,
     secret_from_env,
 )
-from backends.options import Section
+from proxy.config.section import Section
 
 # Seconds between retries of a failed store call, give or take a half. The SDK's 15 s and more
 # outlast the backend's timeout; this way a refused connection fails within a second, after
@@ -180,7 +180,7 @@ class AzureBackend(FsspecBackend):
     def _presign_native(self, request: PresignRequest) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-        blob = self._path(request.key).split("/", 1)[1]
+        blob = self._object_key(request.key)
         try:
             sas = generate_blob_sas(
                 account_name=self.options.account_name,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from backends.options import Section
+from proxy.config.section import Section
 
 
 class StorageError(Exception):
@@ -54,6 +55,11 @@ class StorageBackend(Protocol):
     @classmethod
     def parse_options(cls, section: Section) -> object:
         """Read and validate this backend's options into a frozen object (errors go to section)."""
+
+    @classmethod
+    def local_root(cls, options: object) -> Path | None:
+        """The folder whose files are the objects (a key is a path under it), or None for a
+        store reached over the network. The nginx offload and ``documents add`` need one."""
 
     def __init__(self, name: str, options: object) -> None: ...
 

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from backends.base import InvalidKey, ObjectInfo, ObjectNotFound, PresignRequest, StorageError
 from backends.keys import relative_key
-from backends.options import Section
+from proxy.config.section import Section, given
 
-DEFAULT_CHUNK_SIZE = 1024 * 1024
-DEFAULT_TIMEOUT = 30.0
 PRESIGN_MODES = ("native", "proxy")
 
 T = TypeVar("T")
@@ -32,9 +30,9 @@ class StoreOptions:
     prefix: str = ""  # relative catalog paths live under it
     endpoint_url: str | None = None  # where the proxy reaches the store
     public_endpoint_url: str | None = None  # the host presigned URLs name, for clients
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    presign: str = "native"
-    timeout: float = DEFAULT_TIMEOUT  # per store call, retries included
+    chunk_size: int = 1024 * 1024
+    presign: str = "native"  # or "proxy": the proxy's own signed links
+    timeout: float = 30.0  # per store call, retries included
 
 
 def parse_store_options(section: Section, *, bucket_key: str = "bucket") -> StoreOptions:
@@ -42,14 +40,17 @@ def parse_store_options(section: Section, *, bucket_key: str = "bucket") -> Stor
     bucket = section.string(bucket_key, required=True) or ""
     if "/" in bucket:
         section.error(bucket_key, f"must be a bare name without '/' (got {bucket!r})")
+    prefix = section.string("prefix")
     return StoreOptions(
-        bucket=bucket,
-        prefix=(section.string("prefix", "") or "").strip("/"),
-        endpoint_url=_url(section, "endpoint_url"),
-        public_endpoint_url=_url(section, "public_endpoint_url"),
-        chunk_size=section.size("chunk_size", DEFAULT_CHUNK_SIZE, minimum=4096),
-        presign=section.string("presign", "native", choices=PRESIGN_MODES) or "native",
-        timeout=section.number("timeout", DEFAULT_TIMEOUT, minimum=0.1),
+        **given(
+            bucket=bucket,
+            prefix=prefix.strip("/") if prefix is not None else None,
+            endpoint_url=_url(section, "endpoint_url"),
+            public_endpoint_url=_url(section, "public_endpoint_url"),
+            chunk_size=section.size("chunk_size", minimum=4096),
+            presign=section.string("presign", choices=PRESIGN_MODES),
+            timeout=section.number("timeout", minimum=0.1),
+        )
     )
 
 
@@ -90,6 +91,10 @@ class FsspecBackend:
         self.chunk_size = self.store.chunk_size
         self.fs: Any = None
 
+    @classmethod
+    def local_root(cls, options: object) -> None:
+        return None  # objects are reached over the network (or in memory), never as files
+
     # -- lifecycle: subclasses build the filesystem -------------------------------------------
 
     async def open(self) -> None:
@@ -111,7 +116,11 @@ class FsspecBackend:
         return relative_key(path[1:] if path.startswith("/") else path)
 
     def _path(self, key: str) -> str:
-        return f"{self.store.bucket}/{relative_key(key)}"
+        return f"{self.store.bucket}/{self._object_key(key)}"
+
+    def _object_key(self, key: str) -> str:
+        """The object's name in the bucket, as the store's SDK wants it."""
+        return relative_key(key)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -143,44 +152,13 @@ class FsspecBackend:
             "read", key, self.fs._cat_file(self._path(key), start=start, end=end)
         )
 
-    async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent.
+    def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent."""
 
-        A short answer is not the end of the object: the next read starts where it stopped.
-        Only an empty answer before ``end`` is, and then the object is shorter than its stat
-        said, which is a storage fault, never a silent truncation.
-        """
-        position = start
-        if end <= position:
-            return
-        pending: asyncio.Future[bytes] | None = asyncio.ensure_future(
-            self._read(key, position, min(position + self.chunk_size, end))
-        )
-        try:
-            while pending is not None:
-                wanted = min(self.chunk_size, end - position)
-                data = await pending
-                pending = None
-                if not data:
-                    raise StorageError(
-                        f"read {self.name}:{key}: object ended at byte {position}, "
-                        f"{end - position} bytes early"
-                    )
-                if len(data) > wanted:
-                    raise StorageError(
-                        f"read {self.name}:{key}: store sent {len(data)} bytes for a "
-                        f"{wanted}-byte range (range ignored)"
-                    )
-                position += len(data)
-                if position < end:
-                    pending = asyncio.ensure_future(
-                        self._read(key, position, min(position + self.chunk_size, end))
-                    )
-                yield data
-        finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+        def read(position: int, size: int) -> Awaitable[bytes]:
+            return self._read(key, position, position + size)
+
+        return read_ahead(read, start, end, self.chunk_size, f"{self.name}:{key}")
 
     # -- presigning -------------------------------------------------------------------------
 
@@ -191,6 +169,46 @@ class FsspecBackend:
 
     def _presign_native(self, request: PresignRequest) -> str:
         raise NotImplementedError
+
+
+async def read_ahead(
+    read: Callable[[int, int], Awaitable[bytes]], start: int, end: int, chunk_size: int, where: str
+) -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` as ``read(position, size)`` hands them out, at most ``chunk_size``
+    a read, the next one started while this one is sent (one ahead, no more).
+
+    A short answer is not the end of the object: the next read starts where it stopped. Only an
+    empty answer before ``end`` is, and then the object is shorter than its stat said, which is
+    a storage fault, never a silent truncation; so is an answer longer than asked for.
+    """
+    position = start
+    if end <= position:
+        return
+    pending: asyncio.Future[bytes] | None = asyncio.ensure_future(
+        read(position, min(chunk_size, end - position))
+    )
+    try:
+        while pending is not None:
+            wanted = min(chunk_size, end - position)
+            data = await pending
+            pending = None
+            if not data:
+                raise StorageError(
+                    f"read {where}: object ended at byte {position}, {end - position} bytes early"
+                )
+            if len(data) > wanted:
+                raise StorageError(
+                    f"read {where}: store sent {len(data)} bytes for a {wanted}-byte range "
+                    "(range ignored)"
+                )
+            position += len(data)
+            if position < end:
+                pending = asyncio.ensure_future(read(position, min(chunk_size, end - position)))
+            yield data
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
 
 def describe(exc: BaseException) -> str:

@@ -15,12 +15,7 @@ from typing import Any, ClassVar
 
 from backends.base import PresignRequest, StorageError
 from backends.fsspec_common import FsspecBackend, StoreOptions, parse_store_options
-from backends.options import Section
-
-# docproxy only reads objects, which gcsfs's core filesystem does. Its "extended" one (the
-# default since 2026) first probes each bucket over gRPC, which hangs about a minute against
-# anything but Google itself (emulators, private endpoints). Must be set before gcsfs loads.
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+from proxy.config.section import Section
 
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 # Seconds before the one retry of a connection that could not be made.
@@ -65,6 +60,11 @@ class GCSBackend(FsspecBackend):
         )
 
     async def open(self) -> None:
+        # docproxy only reads objects, which gcsfs's core filesystem does. Its "extended" one
+        # (the default since 2026) first probes each bucket over gRPC, which hangs about a
+        # minute against anything but Google itself (emulators, private endpoints). gcsfs reads
+        # the switch when it is imported, so it is set first.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
         from gcsfs import GCSFileSystem
 
         options = self.options
@@ -104,9 +104,7 @@ class GCSBackend(FsspecBackend):
         self.fs = None
 
     def _presign_native(self, request: PresignRequest) -> str:
-        blob = self._signing_client.bucket(self.store.bucket).blob(
-            self._path(request.key).split("/", 1)[1]
-        )
+        blob = self._signing_client.bucket(self.store.bucket).blob(self._object_key(request.key))
         try:
             return blob.generate_signed_url(
                 version="v4",

@@ -14,11 +14,10 @@ import anyio.to_thread
 
 from backends.base import InvalidKey, ObjectInfo, ObjectNotFound, PresignRequest, StorageError
 from backends.keys import relative_key
-from backends.options import Section
+from proxy.config.section import Section, given
 
-DEFAULT_CHUNK_SIZE = 1024 * 1024
 # Spans up to this size are read on the event loop: from the page cache that takes a few
-# microseconds, less than the hop to a worker thread and back (profiled on 10 KiB documents).
+# microseconds, less than the hop to a worker thread and back.
 INLINE_READ_LIMIT = 64 * 1024
 # preadv2(RWF_NOWAIT) reads only what is in the page cache, without blocking: Linux 4.14+.
 CAN_READ_CACHED = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
@@ -27,7 +26,7 @@ CAN_READ_CACHED = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
 @dataclass(frozen=True, slots=True)
 class LocalOptions:
     root: Path
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int = 1024 * 1024
     create_root: bool = False
 
 
@@ -48,10 +47,16 @@ class LocalBackend:
     def parse_options(cls, section: Section) -> LocalOptions:
         root = section.string("root", required=True) or "."
         return LocalOptions(
-            root=Path(root),
-            chunk_size=section.size("chunk_size", DEFAULT_CHUNK_SIZE),
-            create_root=section.boolean("create_root", False),
+            **given(
+                root=Path(root),
+                chunk_size=section.size("chunk_size"),
+                create_root=section.boolean("create_root"),
+            )
         )
+
+    @classmethod
+    def local_root(cls, options: LocalOptions) -> Path:
+        return options.root
 
     async def open(self) -> None:
         if self.options.create_root:
@@ -146,9 +151,8 @@ class LocalBackend:
         """``size`` bytes at ``offset``, fewer only at the end of the file.
 
         What the page cache holds is read right here on the event loop; only the rest goes to
-        a worker thread. The thread hop per chunk (futex, eventfd, two context switches) cost a
-        quarter of a big download's throughput when every chunk took it (one 1 GiB download
-        alternating in the same run: 1.47 GB/s with a thread per chunk, 2.01 without).
+        a worker thread, since a thread hop per chunk (futex, eventfd, two context switches)
+        costs a big download much of its throughput.
         """
         buffer = bytearray(size)
         view = memoryview(buffer)

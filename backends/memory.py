@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from backends.base import PresignRequest
 from backends.fsspec_common import FsspecBackend, StoreOptions, parse_store_options
-from backends.options import Section
+from proxy.config.section import Section
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,9 @@
 """One ranged HTTP GET whose body is received straight into chunk buffers.
 
 An SDK's body stream (aiobotocore over aiohttp) hands out bytes the event loop copied out of
-its socket buffer, joined again into chunks: two copies of every byte in Python, about half of
-docproxy's CPU time when it relays a big object (py-spy; perf showed ``memmove`` as the top
-symbol). Here an :class:`asyncio.BufferedProtocol` lets the loop ``recv_into`` the chunk that
-will be sent: no copy at all. nginx relaying the same moto object did it at 1.00 of a direct
-s3fs read; through the SDK docproxy managed 0.76, with this 1.0 (bench row 6).
+its socket buffer, joined again into chunks: two copies of every byte in Python, most of
+docproxy's CPU time when it relays a big object. Here an :class:`asyncio.BufferedProtocol` lets
+the loop ``recv_into`` the chunk that will be sent: no copy at all.
 
 The request is a presigned URL (the caller signs it), so this module knows HTTP/1.1 and
 nothing of any store. It takes only the simple, expected answer: ``200``/``206`` with a

@@ -1,19 +1,18 @@
 """Amazon S3 and S3-compatible stores (MinIO, Ceph, moto...) through s3fs.
 
-Reads go through s3fs's aiobotocore client: one ranged GET per ``stream_range``, its body
-read in bounded chunks. A big range (``fast_read_min_size``) is instead fetched with a
-presigned URL straight into chunk buffers (``backends.ranged_get``): a third of the user-space
-CPU per byte; the SDK still answers whatever that plain GET does not expect. Presigning
-is botocore's offline SigV4 query signing with clients made once in ``open``: no round trip
-per URL.
+Reads go through s3fs's aiobotocore client: one ranged GET per ``stream_range``, its body read
+in bounded chunks. A big range (``fast_read_min_size``) is instead fetched with a presigned URL
+straight into chunk buffers (``backends.ranged_get``), which spares the copies the SDK makes of
+every byte; the SDK still answers whatever that plain GET does not expect. Presigning is
+botocore's offline SigV4 query signing with clients made once in ``open``: no round trip per
+URL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,10 +24,11 @@ from backends.fsspec_common import (
     FsspecBackend,
     StoreOptions,
     parse_store_options,
+    read_ahead,
     secret_from_env,
 )
-from backends.options import Section
 from backends.ranged_get import Unexpected, ranged_get
+from proxy.config.section import Section
 
 logger = logging.getLogger("docproxy")
 
@@ -157,7 +157,7 @@ class S3Backend(FsspecBackend):
         self.fs = None
 
     def _bucket_and_key(self, key: str) -> tuple[str, str]:
-        return self.store.bucket, self._path(key).split("/", 1)[1]
+        return self.store.bucket, self._object_key(key)
 
     async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         """One ranged GET for the whole span, its body read in chunks of ``chunk_size``: for a
@@ -216,35 +216,21 @@ class S3Backend(FsspecBackend):
             ),
         )
         body = response["Body"]
-        pending: asyncio.Future[bytes] | None = None
+
+        def read(position: int, size: int) -> Awaitable[bytes]:
+            return self._call("read", key, _fill(body, size))  # the body is read in order
+
         try:
             if response.get("ContentLength") not in (None, end - start):
                 raise StorageError(
                     f"read {self.name}:{key}: store answered {response['ContentLength']} bytes "
                     f"for a {end - start}-byte range"
                 )
-            remaining = end - start
-
-            def read_next_chunk() -> asyncio.Future[bytes]:
-                wanted = min(self.chunk_size, remaining)
-                return asyncio.ensure_future(self._call("read", key, _fill(body, wanted)))
-
-            pending = read_next_chunk()
-            while pending is not None:
-                data = await pending
-                pending = None
-                if not data:
-                    raise StorageError(
-                        f"read {self.name}:{key}: object ended {remaining} bytes early"
-                    )
-                remaining -= len(data)
-                if remaining > 0:
-                    pending = read_next_chunk()
-                yield data
+            chunks = read_ahead(read, start, end, self.chunk_size, f"{self.name}:{key}")
+            async with aclosing(chunks):  # its pending read ends before the body is closed
+                async for chunk in chunks:
+                    yield chunk
         finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
             body.close()
 
     def _presign_native(self, request: PresignRequest) -> str:

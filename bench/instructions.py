@@ -53,7 +53,7 @@ def send_sequentially(port: int, request: bytes, count: int) -> None:
 
 def instructions(work: Path, kind: str, count: int, out: Path) -> int:
     """Total instructions of one server run that issued a token and answered WARM_UP +
-    ``count`` requests (a new ``Docproxy`` each run, so each one issues its own token)."""
+    ``count`` requests (a new ``Docproxy`` each run, so each one gets its own token)."""
     proxy = Docproxy(work, s3_endpoint=None)
     proxy.write_config()
     # A fixed hash seed: the same dict layouts, so the same counts, run after run.

@@ -4,7 +4,8 @@ Every row is docproxy ÷ its baseline measured in the same run, the median of se
 that alternate between them. ``--quick`` runs every row small and short (seconds), so CI
 keeps the benchmark working; its figures mean nothing. ``--rows 3,6`` runs only the rows
 named (comma-separated: 1, 1b, 2, 2w, 3, 3w, 4, 4b, 5, 6, 7) and, being partial, does not
-write ``bench/results/`` (it prints the table only).
+write ``bench/results/`` (it prints the table only). A full run writes
+``bench/results/latest.md`` and adds its line to ``bench/results/history.md``.
 
 The rows themselves live in ``bench.rows`` (one module per group, listed in its registry);
 this module holds the plans, starts each server the chosen rows need once (shared by them),
@@ -26,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
+from bench import history
 from bench.clients import BenchError, download, wrk_available
 from bench.measure import Bench, GiB, KiB, MiB, Plan, Row
 from bench.rows.registry import groups, known_rows, table_order
@@ -333,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_save and only is None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "latest.md").write_text(table)
-        (RESULTS / f"{started:%Y-%m-%d-%H%M}.md").write_text(table)
-        log(f"wrote {RESULTS / 'latest.md'}")
+        rows = [(r.number, r.ratio, r.met) for r in bench.rows]  # in table order already
+        line = history.line(f"{started:%Y-%m-%d %H:%M}", commit(), machine(), rows)
+        history.add(RESULTS / "history.md", line)
+        log(f"wrote {RESULTS / 'latest.md'} and a line of {RESULTS / 'history.md'}")
     for failure in bench.failures:
         log(f"FAILED {failure}")
     return 1 if bench.failures else 0

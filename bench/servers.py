@@ -182,9 +182,9 @@ class Docproxy:
 
     def register(self, document_id: str, file_path: str, name: str, size: int) -> None:
         """One catalog row, written straight into the embedded SQLite file (no copy of the file)."""
-        from proxy.config import load_settings
-        from proxy.embedded import ensure_schema
-        from proxy.sqlite_reader import sqlite_file
+        from proxy.catalog.embedded import ensure_schema
+        from proxy.catalog.sqlite_reader import sqlite_file
+        from proxy.config.loading import load_settings
 
         settings = load_settings(self.config_path)
         ensure_schema(settings)

@@ -1,6 +1,6 @@
 """Memory and storage reads of docproxy while many slow clients download one big file.
 
-The issue's figure: 20 clients reading a 1 GiB file at 1 MiB/s each. Run:
+The figure the service is held to: 20 clients reading a 1 GiB file at 1 MiB/s each. Run:
 
     python bench/slow_clients.py [--clients 20] [--size-mib 1024] [--rate-mib 1] [--seconds 30]
 
@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.config import load_settings
-from proxy.embedded import add_file
-from tests.downloads.conftest import SETUPS, Served
-from tests.downloads.test_streaming import RawDownload
+from proxy.catalog.embedded import add_file
+from proxy.config.loading import load_settings
 from tests.harness import Service, base_config, write_config
+from tests.http.test_streaming import RawDownload
+from tests.served import SETUPS, Served
 
 MIB = 1024 * 1024
 

@@ -12,18 +12,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
-from proxy.accel import AccelRedirect
-from proxy.accesslog import FORMAT, use_direct_handler
-from proxy.auth import TokenAuthority
-from proxy.catalog import Catalog
-from proxy.config import Settings, config_path, load_settings
-from proxy.content_type import libmagic_problem
-from proxy.embedded import ensure_schema
-from proxy.envelope import EXCEPTION_HANDLERS
-from proxy.links import LinkSigner
-from proxy.routes import Endpoints
-from proxy.service import DocumentService
-from proxy.streaming import StreamStats
+from proxy.auth.links import LinkSigner
+from proxy.auth.tokens import TokenAuthority
+from proxy.catalog.embedded import ensure_schema
+from proxy.catalog.lookup import Catalog
+from proxy.config.loading import config_path, load_settings
+from proxy.config.settings import Settings
+from proxy.documents.content_type import libmagic_problem
+from proxy.documents.service import DocumentService
+from proxy.documents.stats import DownloadStats
+from proxy.http.accel import AccelRedirect
+from proxy.http.accesslog import use_direct_handler
+from proxy.http.envelope import EXCEPTION_HANDLERS
+from proxy.http.routes import Endpoints
+from proxy.runtime.logging import configure_logging
 
 logger = logging.getLogger("docproxy")
 
@@ -34,17 +36,6 @@ def build_router(settings: Settings) -> StorageRouter:
         for entry in settings.storage.backends
     }
     return StorageRouter(backends, settings.storage.default)
-
-
-def configure_logging(level: str) -> None:
-    """docproxy's own log lines (refusals, storage faults, download outcomes) to stderr."""
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(FORMAT))
-        logger.addHandler(handler)
-        logger.propagate = False
-        use_direct_handler(handler)
-    logger.setLevel(level.upper())
 
 
 class StartupFailed(Exception):
@@ -74,20 +65,26 @@ class QuietStartupFailure:
 
 
 def create_app(settings: Settings) -> Starlette:
-    configure_logging(settings.server.log_level)
+    handler = configure_logging(settings.server.log_level)
+    if handler is not None:
+        use_direct_handler(handler)
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
+    links = LinkSigner(settings.presign)
+    stats = DownloadStats()
     documents = DocumentService(
         catalog,
         router,
-        LinkSigner(settings.presign),
+        links,
         settings.download,
+        stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        links=links,
         documents=documents,
-        stats=StreamStats(),
+        stats=stats,
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         accel=AccelRedirect.from_settings(settings),
@@ -126,7 +123,6 @@ def create_app(settings: Settings) -> Starlette:
     # No 307 from /links to /links/ (or /healthz/ to /healthz): an unknown path answers 404
     # in the envelope like any other.
     app.router.redirect_slashes = False
-    app.state.endpoints = endpoints
     return app
 
 

@@ -379,8 +379,8 @@ async def opened_backend(
 ) -> AsyncIterator[Any]:
     """The backend for ``bucket`` of ``store`` (reached at ``endpoint`` when given), parsed
     from config like docproxy's own, opened in this process (and closed afterwards)."""
-    from backends.options import Section
     from backends.registry import backend_class
+    from proxy.config.section import Section
 
     os.environ.update(store.env())
     errors: list[str] = []

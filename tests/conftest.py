@@ -8,6 +8,7 @@ import pytest
 
 from tests.cloud_servers import stores  # noqa: F401 - session fixture: moto, GCS emulator, Azurite
 from tests.harness import Service, base_config, merge, write_config
+from tests.served import access, breakable, served  # noqa: F401 - the per-backend download suite
 
 # Must be set before anything imports gcsfs: otherwise gcsfs probes each bucket over gRPC and
 # every call against the emulator hangs for about a minute.

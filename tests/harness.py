@@ -165,7 +165,7 @@ class Service:
 
 
 def assert_envelope(response: httpx.Response, status: int, message: str) -> None:
-    """The seed's error shape: HTTP status == statusCode, empty data, the exact message."""
+    """The API's error shape: HTTP status == statusCode, empty data, the exact message."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {"statusCode": status, "data": {}, "message": message}

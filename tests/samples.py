@@ -116,8 +116,8 @@ class Sample:
     content_type: str
 
 
-def seed_file_types(padding: int = 3000) -> list[Sample]:
-    """The seed's supported types: PDF, DOCX, TXT, PNG, JPG, JPEG, GIF."""
+def api_file_types(padding: int = 3000) -> list[Sample]:
+    """The types the Download Document API supports: PDF, DOCX, TXT, PNG, JPG, JPEG, GIF."""
     return [
         Sample("report.pdf", pdf_bytes(padding), "application/pdf"),
         Sample("letter.docx", docx_bytes(padding), DOCX_TYPE),

@@ -1,0 +1,85 @@
+"""``docproxy serve``: check the config, bind the socket, then run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from proxy.catalog.errors import CatalogUnavailable
+from proxy.cli.check_config import check_catalog
+from proxy.config.loading import CONFIG_ENV, config_path, load_settings
+from proxy.runtime.malloc import tune_malloc
+
+STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
+
+
+class CannotListen(Exception):
+    """The listening address cannot be bound (in use, not this machine's, not allowed)."""
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before uvicorn starts: a busy port is then refused before
+    the application has started (and said "ready"), in one line that names the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        reason = exc.strerror or str(exc)
+        raise CannotListen(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}") from exc
+    sock.set_inheritable(True)  # worker processes serve on it too
+    return sock
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    path = config_path(args.config)
+    settings = load_settings(path)  # refuse a bad config before uvicorn starts
+    try:
+        check_catalog(settings)  # refuse a mapping the database contradicts, too
+    except CatalogUnavailable as exc:
+        # Not fatal: the service answers 500 until the database is back, then serves.
+        print(f"docproxy: warning: catalog database unavailable at start: {exc}", file=sys.stderr)
+    tune_malloc()  # before uvicorn starts threads or worker processes
+    # Workers re-create the app from the environment, so the config path travels there.
+    os.environ[CONFIG_ENV] = str(Path(path).resolve())
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    config = uvicorn.Config(
+        "proxy.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers or settings.server.workers,
+        log_level=settings.server.log_level,
+        access_log=settings.server.access_log,
+        proxy_headers=False,
+        server_header=False,  # no "server: uvicorn" on every response (Date stays)
+    )
+    sock = listen_socket(host, port)
+    # uvicorn says where it listens only when it binds the socket itself.
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+        f"[{host}]" if ":" in host else host,
+        sock.getsockname()[1],
+    )
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on
+        pass
+    finally:
+        sock.close()
+    return 0 if server.started else STARTUP_FAILURE

@@ -1,0 +1,291 @@
+"""config.yaml's sections, parsed once at start into frozen, typed objects: ``Settings``.
+
+Nothing else reads the YAML mapping. Each section is parsed by its owner through the section
+reader (``proxy.config.section``): the server, auth, presign and download sections here, the
+catalog by ``proxy.catalog.settings``, each storage backend by its class, found in
+``backends.registry``. Those two imports are the only ones from this package upwards: they hand a
+section to its owner, and neither imports anything back but the section reader, so the imports
+stay acyclic. Values may name environment variables (``proxy.config.environment``); they are
+substituted before validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.registry import backend_class, known_protocols
+from proxy.catalog.settings import CatalogConfig, parse_catalog
+from proxy.config.environment import substitute_env
+from proxy.config.section import Section, given
+
+
+class ConfigError(Exception):
+    """The config is unusable; ``problems`` names each bad key with its dotted path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    public_url: str | None = None  # base of the proxy's own signed links; else the request's
+    log_level: str = "info"
+    access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    client_id: str
+    secret_sha256: bytes  # secrets are only ever compared as SHA-256 digests
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    signing_key: str
+    algorithm: str = "HS256"
+    issuer: str = "docproxy"
+    audience: str = "docproxy"
+    token_ttl: int = 3600
+    leeway: int = 0
+    clients: tuple[ClientConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PresignConfig:
+    signing_key: str
+    ttl: int = 3600
+    # A presigned URL or link is handed out again while it has at least ttl - reuse_margin
+    # seconds of validity left (0: sign every time). Left out: 60 s, but never more than a
+    # tenth of the ttl, so that a short ttl is not eaten by reuse.
+    reuse_margin: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reuse_margin is None:
+            object.__setattr__(self, "reuse_margin", min(60, self.ttl // 10))
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    name: str
+    protocol: str
+    options: Any  # the backend class's own frozen options object
+    local_root: Path | None = None  # the folder of its objects, for a backend on local disk
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    default: str
+    backends: tuple[BackendConfig, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccelRedirectConfig:
+    """Hand local-file bodies to nginx: answer with ``X-Accel-Redirect: {prefix}{key}``."""
+
+    enabled: bool = False
+    prefix: str = "/protected/"  # an ``internal`` nginx location aliased to the local root
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadConfig:
+    cache_control: str = "no-cache"
+    sniff_bytes: int = 2048
+    accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerConfig
+    auth: AuthConfig
+    presign: PresignConfig
+    catalog: CatalogConfig
+    storage: StorageConfig
+    download: DownloadConfig
+    source: str = "<memory>"
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
+    """Validate a loaded YAML document; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    raw = substitute_env(raw, "", errors)
+    root = Section(raw, "", errors)
+    settings = Settings(
+        server=_server(root.section("server")),
+        auth=_auth(root.section("auth")),
+        presign=_presign(root.section("presign")),
+        catalog=parse_catalog(root.section("catalog")),
+        storage=_storage(root.section("storage")),
+        download=_download(root.section("download")),
+        source=source,
+    )
+    _check_accel_redirect(settings, root)
+    root.finish()
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def _server(s: Section) -> ServerConfig:
+    public_url = s.string("public_url")
+    if public_url is not None and not re.match(r"^https?://[^/]+", public_url):
+        s.error("public_url", f"must be an http(s) URL (got {public_url!r})")
+    config = ServerConfig(
+        **given(
+            host=s.string("host") or None,  # empty: the default address
+            port=s.integer("port", minimum=0),
+            workers=s.integer("workers", minimum=1),
+            public_url=public_url.rstrip("/") if public_url else None,
+            log_level=s.string("log_level", choices=LOG_LEVELS),
+            access_log=s.boolean("access_log"),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _signing_key(s: Section, key: str) -> str:
+    value = s.string(key, required=True) or ""
+    if value and len(value.encode()) < 16:
+        s.error(key, "must be at least 16 bytes long")
+    return value
+
+
+def _client(raw: object, path: str, errors: list[str]) -> ClientConfig | None:
+    s = Section(raw, path, errors)
+    client_id = s.string("client_id", required=True)
+    secret = s.string("client_secret")
+    digest_hex = s.string("client_secret_sha256")
+    s.finish()
+    if (secret is None) == (digest_hex is None):
+        errors.append(f"{path}: give exactly one of client_secret or client_secret_sha256")
+        return None
+    if digest_hex is not None:
+        try:
+            digest = bytes.fromhex(digest_hex)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            errors.append(f"{path}.client_secret_sha256: must be 64 hex digits")
+            return None
+    else:
+        assert secret is not None
+        if not secret:
+            errors.append(f"{path}.client_secret: must not be empty")
+            return None
+        digest = hashlib.sha256(secret.encode()).digest()
+    return ClientConfig(client_id=client_id or "", secret_sha256=digest) if client_id else None
+
+
+def _auth(s: Section) -> AuthConfig:
+    clients: list[ClientConfig] = []
+    for index, raw in enumerate(s.sequence("clients")):
+        client = _client(raw, s.key_path(f"clients[{index}]"), s.errors)
+        if client is not None:
+            clients.append(client)
+    ids = [c.client_id for c in clients]
+    for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+        s.error("clients", f"client_id {duplicate!r} is declared twice")
+    config = AuthConfig(
+        **given(
+            signing_key=_signing_key(s, "signing_key"),
+            algorithm=s.string("algorithm", choices=ALGORITHMS),
+            issuer=s.string("issuer") or None,
+            audience=s.string("audience") or None,
+            token_ttl=s.integer("token_ttl", minimum=1),
+            leeway=s.integer("leeway", minimum=0),
+            clients=tuple(clients),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _presign(s: Section) -> PresignConfig:
+    config = PresignConfig(
+        **given(
+            ttl=s.integer("ttl", minimum=1),
+            signing_key=_signing_key(s, "signing_key"),
+            reuse_margin=s.integer("reuse_margin", minimum=0),
+        )
+    )
+    if s.has("reuse_margin") and config.reuse_margin >= config.ttl:
+        s.error("reuse_margin", f"must be less than ttl ({config.ttl})")
+    s.finish()
+    return config
+
+
+def _storage(s: Section) -> StorageConfig:
+    backends: list[BackendConfig] = []
+    problems_before = len(s.errors)
+    raw_backends = s.section("backends")
+    for name in raw_backends.names():
+        entry = raw_backends.section(str(name))
+        protocol = entry.string("protocol", required=True, choices=known_protocols())
+        if protocol is None:
+            continue
+        cls = backend_class(protocol)
+        options = cls.parse_options(entry)
+        entry.finish()
+        backends.append(
+            BackendConfig(str(name), protocol, options, local_root=cls.local_root(options))
+        )
+    if not backends and len(s.errors) == problems_before:
+        s.error("backends", "at least one backend is required")
+    default = s.string("default", required=True)
+    if default is not None and backends and default not in {b.name for b in backends}:
+        s.error("default", f"names no backend under storage.backends (got {default!r})")
+    s.finish()
+    return StorageConfig(default=default or "", backends=tuple(backends))
+
+
+def _download(s: Section) -> DownloadConfig:
+    config = DownloadConfig(
+        **given(
+            cache_control=s.string("cache_control") or None,
+            sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+_URI_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+def _accel_redirect(s: Section) -> AccelRedirectConfig:
+    prefix = s.string("prefix") or None
+    if prefix is not None and not _URI_PREFIX.match(prefix):
+        s.error("prefix", f"must be a URI path starting with '/' (got {prefix!r})")
+    config = AccelRedirectConfig(
+        **given(
+            enabled=s.boolean("enabled"),
+            prefix=prefix if prefix is None or prefix.endswith("/") else prefix + "/",
+        )
+    )
+    s.finish()
+    return config
+
+
+def _check_accel_redirect(settings: Settings, root: Section) -> None:
+    """The offload maps one nginx location to one folder, so it needs exactly one local root."""
+    if not settings.download.accel_redirect.enabled:
+        return
+    local = [b.name for b in settings.storage.backends if b.local_root is not None]
+    if len(local) != 1:
+        root.errors.append(
+            "download.accel_redirect.enabled: needs exactly one file backend under "
+            f"storage.backends (found {len(local)})"
+        )

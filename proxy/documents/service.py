@@ -1,0 +1,287 @@
+"""From a document id to what can be sent: catalog, tenant rule, storage, headers.
+
+Nothing here knows HTTP: faults and refusals are the domain errors of
+``proxy.documents.errors``, which the HTTP layer answers in the API's words.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from backends.base import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    PresignRequest,
+    StorageBackend,
+    StorageError,
+)
+from backends.routing import StorageRouter
+from proxy.auth.links import LinkSigner
+from proxy.auth.tokens import Caller
+from proxy.catalog.document import Document
+from proxy.catalog.errors import CatalogError
+from proxy.catalog.lookup import Catalog
+from proxy.common.caches import BoundedCache
+from proxy.config.settings import DownloadConfig
+from proxy.documents.content_type import choose_type, declared_types, needs_sniff, sniff
+from proxy.documents.disposition import attachment
+from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
+from proxy.documents.stats import DownloadStats
+
+logger = logging.getLogger("docproxy")
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedDocument:
+    """A document this caller may have, and where its bytes would be (not yet checked)."""
+
+    document: Document
+    backend: StorageBackend
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedDocument:
+    """A document that exists, may be served to this caller, and whose object is in the store."""
+
+    document: Document
+    backend: StorageBackend
+    key: str
+    info: ObjectInfo
+    filename: str
+    content_type: str
+    content_disposition: str
+
+
+class DocumentService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        router: StorageRouter,
+        links: LinkSigner,
+        download: DownloadConfig,
+        stats: DownloadStats,
+        presign_reuse_margin: int = 0,
+    ) -> None:
+        self.catalog = catalog
+        self.router = router
+        self.links = links
+        self.download = download
+        self.stats = stats
+        self.presigned = PresignedUrlCache(presign_reuse_margin)
+
+    async def resolve_document(self, document_id: str, caller: Caller | None) -> ResolvedDocument:
+        """Look the document up and check everything short of sending bytes.
+
+        ``caller`` is None for the proxy's own signed links: the caller was checked when the
+        link was made.
+        """
+        located = await self.locate_document(document_id, caller)
+        return await self.inspect(located)
+
+    async def locate_document(self, document_id: str, caller: Caller | None) -> LocatedDocument:
+        """Catalog, tenant rule and storage routing: everything that needs no store round trip."""
+        document = await self._lookup(document_id)
+        if document is None or document.deleted:
+            raise DocumentNotFound()
+        if caller is not None and not self._tenant_may_read(caller, document):
+            # 437, not 403: another tenant must not learn that the id exists.
+            logger.info(
+                "document %r refused to client %r: group %r is not the token's %r",
+                document_id,
+                caller.client_id,
+                document.group,
+                caller.group_name,
+            )
+            raise DocumentNotFound()
+        if not document.file_path:
+            raise NoFilePath()
+        try:
+            backend, key = self.router.locate(document.file_path)
+        except InvalidKey as exc:
+            logger.warning("document %r has a refused file path: %s", document_id, exc)
+            raise DocumentNotFound() from exc
+        return LocatedDocument(document=document, backend=backend, key=key)
+
+    async def inspect(self, located: LocatedDocument) -> ResolvedDocument:
+        """Stat the object and settle the type, name and disposition it is served with."""
+        document, backend, key = located.document, located.backend, located.key
+        document_id = document.id
+        try:
+            info = await backend.stat(key)
+        except InvalidKey as exc:
+            logger.warning("document %r has a refused file path: %s", document_id, exc)
+            raise DocumentNotFound() from exc
+        except ObjectNotFound as exc:
+            logger.warning("document %r: object %s is missing from the store", document_id, exc)
+            raise DocumentNotFound() from exc
+        except StorageError as exc:
+            logger.error("document %r: storage failed on stat: %s", document_id, exc)
+            raise StoreFailed(str(exc)) from exc
+        content_type = await self._content_type(document, backend, key, info)
+        filename, disposition = attachment(
+            document.name or posixpath.basename(document.file_path or ""), content_type
+        )
+        return ResolvedDocument(
+            document=document,
+            backend=backend,
+            key=key,
+            info=info,
+            filename=filename,
+            content_type=content_type,
+            content_disposition=disposition,
+        )
+
+    def _tenant_may_read(self, caller: Caller, document: Document) -> bool:
+        if not self.catalog.tenant_rule or document.group is None:
+            return True
+        return caller.group_name == document.group
+
+    async def _lookup(self, document_id: str) -> Document | None:
+        try:
+            return await self.catalog.get(document_id)
+        except CatalogError as exc:
+            logger.error("catalog lookup of %r failed: %s", document_id, exc)
+            raise CatalogFailed(str(exc)) from exc
+
+    async def _content_type(
+        self,
+        document: Document,
+        backend: StorageBackend,
+        key: str,
+        info: ObjectInfo,
+    ) -> str:
+        by_name, by_column = declared_types(document.name, document.file_path, document.type)
+        sniffed = None
+        if needs_sniff(by_name, by_column) and self.download.sniff_bytes and info.size:
+            head = b""
+            self.stats.sniff_reads += 1
+            try:
+                async for chunk in backend.stream_range(
+                    key, 0, min(info.size, self.download.sniff_bytes)
+                ):
+                    head += chunk
+            except StorageError as exc:
+                logger.error("document %r: storage failed on sniff: %s", document.id, exc)
+                raise StoreFailed(str(exc)) from exc
+            sniffed = sniff(head)
+        return choose_type(by_name, by_column, sniffed)
+
+    async def presigned_url(self, document_id: str, caller: Caller, proxy_base_url: str) -> str:
+        """The store's own presigned URL, or the proxy's signed link when the store cannot sign.
+
+        A URL (or link) signed less than ``presign.reuse_margin`` seconds ago for the same
+        catalog row is handed out again without asking the store anything (no stat, no
+        signing): hot documents then cost one catalog look-up. The object is checked when a URL
+        is made. Links name the proxy's base URL, so that is part of their key.
+        """
+        located = await self.locate_document(document_id, caller)
+        cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
+        url = self.presigned.get(cache_key)
+        if url is not None:
+            return url
+        resolved = await self.inspect(located)
+        request = PresignRequest(
+            key=resolved.key,
+            expires_in=self.links.ttl,
+            filename=resolved.filename,
+            content_disposition=resolved.content_disposition,
+            content_type=resolved.content_type,
+        )
+        try:
+            url = await resolved.backend.presign(request)
+        except StorageError as exc:
+            logger.error("presign of %r failed: %s", document_id, exc)
+            raise StoreFailed(str(exc)) from exc
+        if url is None:
+            url = self.links.sign(proxy_base_url, document_id)
+        self.presigned.put(cache_key, url)
+        return url
+
+    def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
+        the first chunk is asked for, so a response that never iterates never touches the store."""
+        return CountedRead(self.stats, resolved, start, end)
+
+
+class CountedRead:
+    """A store's ranged read, started on the first ``__anext__`` and counted in the stats; a
+    store's fault comes out of it as ``StoreFailed``.
+
+    A plain class rather than an async generator wrapping the store's, which would add the
+    event loop's async-generator hooks, an ``aclosing`` and a frame per chunk.
+    """
+
+    __slots__ = ("_chunks", "_end", "_reads", "_resolved", "_start")
+
+    def __init__(
+        self, reads: DownloadStats, resolved: ResolvedDocument, start: int, end: int
+    ) -> None:
+        self._reads = reads
+        self._resolved = resolved
+        self._start = start
+        self._end = end
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> CountedRead:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self._chunks
+        if chunks is None:
+            self._reads.object_reads += 1
+            resolved = self._resolved
+            if (self._start, self._end) != (0, resolved.info.size):
+                self._reads.ranged_reads += 1
+            chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
+            self._chunks = chunks
+        try:
+            chunk = await anext(chunks)
+        except StorageError as exc:
+            raise StoreFailed(str(exc)) from exc
+        self._reads.bytes_read += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the store's read (its ``finally`` runs now, not when it is collected)."""
+        chunks = self._chunks
+        if chunks is not None:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+class PresignedUrlCache:
+    """Presigned URLs and links still fresh enough to hand out again, for any backend.
+
+    Signing costs a store's SDK hundreds of microseconds, and clients ask for the same hot
+    documents over and over. A URL is reused only while its age
+    is at most ``margin`` seconds, so every URL returned keeps at least ttl - margin seconds
+    of validity. The key holds the catalog row the URL was made from, so any change to it
+    (name, type, path, group, deletion) makes a new URL.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, margin: int) -> None:
+        self.margin = margin
+        self._entries: BoundedCache[tuple[object, ...], tuple[str, float]] = BoundedCache(
+            self.MAX_ENTRIES
+        )
+
+    def get(self, key: tuple[object, ...]) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        url, signed_at = entry
+        if time.monotonic() - signed_at > self.margin:
+            del self._entries[key]
+            return None
+        return url
+
+    def put(self, key: tuple[object, ...], url: str) -> None:
+        if self.margin > 0:
+            self._entries.put(key, (url, time.monotonic()))

@@ -1,0 +1,74 @@
+"""The one place that builds the ``{statusCode, data, message}`` envelope, for answers and for
+errors (each error's status and message come from the table in ``proxy.http.errors``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.http.errors import (
+    INTERNAL_ERROR,
+    Action,
+    MethodNotAllowed,
+    RequestError,
+    RouteNotFound,
+    answer_for,
+)
+
+logger = logging.getLogger("docproxy")
+
+
+def envelope(
+    status_code: int,
+    message: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body = json.dumps(
+        {"statusCode": status_code, "data": dict(data or {}), "message": message},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+    return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def ok(data: Mapping[str, Any]) -> Response:
+    return envelope(200, "OKAY", data)
+
+
+def error_response(exc: Exception, action: Action | None = None) -> Response:
+    """The envelope the table (``proxy.http.errors.ANSWERS``) gives ``exc`` for ``action``."""
+    answer = answer_for(exc, action)
+    if isinstance(exc, RequestError):
+        return envelope(answer.status, exc.message or answer.message, headers=exc.headers)
+    return envelope(answer.status, answer.message)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route or method), in the same envelope."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(headers=exc.headers))
+    if exc.status_code == 404:
+        return error_response(RouteNotFound())
+    return envelope(exc.status_code, str(exc.detail))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return envelope(INTERNAL_ERROR.status, INTERNAL_ERROR.message)
+
+
+# Endpoints answer the table's errors themselves (``proxy.http.routes.Handler``); these are
+# the router's 404/405 and the defects.
+EXCEPTION_HANDLERS = {
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

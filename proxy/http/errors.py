@@ -1,0 +1,103 @@
+"""The errors of the HTTP layer, and the one table that answers every error in the API's words.
+
+Request parsing raises the ``RequestError`` classes below; the auth package raises
+``Unauthorized`` and the document service its domain errors (``proxy.documents.errors``).
+``ANSWERS`` says what the Download Document API answers for each: a status and a message, or,
+for the faults of a store or of the catalog, a 500 whose message names what the endpoint was
+doing (``Action``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from proxy.auth.errors import Unauthorized
+from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
+
+
+class RequestError(Exception):
+    """A request refused before any document is looked at.
+
+    ``message`` replaces the table's message when given (a 435 names the field at fault);
+    ``headers`` go out with the answer (``Allow``, ``Content-Range``).
+    """
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None):
+        super().__init__(message or type(self).__name__)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class InvalidRequest(RequestError):
+    """A body or field the API's 435 covers whose fault is not the id itself (bad JSON, type)."""
+
+
+class DocumentIdRequired(RequestError):
+    """The document id is missing, empty, blank or not a string."""
+
+
+class PreconditionFailed(RequestError):
+    """If-Match or If-Unmodified-Since did not hold."""
+
+
+class RangeNotSatisfiable(RequestError):
+    """The one range asked for lies past the end of the object."""
+
+
+class RouteNotFound(RequestError):
+    """No endpoint has this path."""
+
+
+class MethodNotAllowed(RequestError):
+    """The path is an endpoint's, the method is not."""
+
+
+class Action(enum.Enum):
+    """What an endpoint does, which the API's 500 message names."""
+
+    TOKEN = "token"
+    PRESIGN = "presign"
+    DOWNLOAD = "download"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    message: str
+
+
+INTERNAL_ERROR = Answer(500, "Internal server error")
+_FAULT = {
+    Action.PRESIGN: Answer(500, "Failed to generate download URL"),
+    Action.DOWNLOAD: Answer(500, "Failed to download document"),
+}
+
+ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
+    Unauthorized: Answer(403, "UNAUTHORIZED"),
+    DocumentIdRequired: Answer(435, "Document ID is required"),
+    InvalidRequest: Answer(435, "Invalid request"),
+    NoFilePath: Answer(435, "Document has no file path"),
+    DocumentNotFound: Answer(437, "Document not found"),
+    PreconditionFailed: Answer(412, "Precondition failed"),
+    RangeNotSatisfiable: Answer(416, "Requested range not satisfiable"),
+    RouteNotFound: Answer(404, "Route not found"),
+    MethodNotAllowed: Answer(405, "Method not allowed"),
+    StoreFailed: _FAULT,
+    CatalogFailed: _FAULT,
+}
+
+#: The errors an endpoint answers itself; anything else is a defect (500, logged).
+ANSWERED = tuple(ANSWERS)
+
+
+def answer_for(exc: Exception, action: Action | None) -> Answer:
+    """The table's answer to ``exc`` raised while doing ``action``."""
+    for cls in type(exc).__mro__:
+        entry = ANSWERS.get(cls)
+        if isinstance(entry, Answer):
+            return entry
+        if entry is not None:
+            return entry.get(action, INTERNAL_ERROR) if action is not None else INTERNAL_ERROR
+    return INTERNAL_ERROR

@@ -1,0 +1,72 @@
+"""Reading requests into typed values: the Bearer token, JSON bodies and their fields, with
+the 435 messages the Download Document API defines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from proxy.auth.errors import Unauthorized
+from proxy.http.errors import DocumentIdRequired, InvalidRequest
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def json_object(request: Request) -> dict[str, Any] | None:
+    """The body as a JSON object; None for an empty body. Raises 435 for anything else."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise InvalidRequest("Content-Type must be application/json")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise InvalidRequest(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("Malformed JSON body") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    return value
+
+
+def document_id_from(value: object) -> str:
+    """A usable document id, or the API's 435 (missing, empty, blank or not a string)."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise DocumentIdRequired()
+    return value
+
+
+def required_string(body: dict[str, Any], key: str, path: str | None = None) -> str:
+    value = body.get(key)
+    name = path or key
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidRequest(f"{name} is required")
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string")
+    return value
+
+
+def optional_string(body: dict[str, Any], key: str, path: str | None = None) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{path or key} must be a string")
+    return value
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token in ``Authorization: Bearer <token>``; Unauthorized if absent or malformed."""
+    if not authorization:
+        raise Unauthorized()
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise Unauthorized()
+    return token

@@ -1,0 +1,189 @@
+"""The HTTP endpoints: parse, call the service, answer. Errors are raised, and ``Handler``
+answers them from the one table in ``proxy.http.errors``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from proxy.auth.links import LinkSigner
+from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
+from proxy.common.caches import BoundedCache
+from proxy.documents.service import DocumentService, ResolvedDocument
+from proxy.documents.stats import DownloadStats
+from proxy.http.accel import AccelRedirect
+from proxy.http.conditional import Validators, select_response
+from proxy.http.envelope import error_response, ok
+from proxy.http.errors import ANSWERED, Action, DocumentIdRequired, InvalidRequest
+from proxy.http.requests import (
+    bearer_token,
+    document_id_from,
+    json_object,
+    optional_string,
+    required_string,
+)
+from proxy.http.streaming import DownloadResponse
+
+# Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
+# client's to choose.
+BASE_URLS_KEPT = 256
+
+
+class Handler:
+    """An endpoint ``request -> response`` served as a plain ASGI app, which answers the errors
+    of the table (``proxy.http.errors.ANSWERS``) in the words of its ``action``.
+
+    Given a function, Starlette's ``Route`` would wrap it in an exception-handling layer of its
+    own (a closure and a wrapped ``send`` per request); the one ``try`` here does that work.
+    """
+
+    def __init__(
+        self, endpoint: Callable[[Request], Awaitable[Response]], action: Action | None = None
+    ) -> None:
+        self.endpoint = endpoint
+        self.action = action
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await self.endpoint(Request(scope, receive))
+        except ANSWERED as exc:
+            response = error_response(exc, self.action)
+        await response(scope, receive, send)
+
+
+@dataclass(eq=False)
+class Endpoints:
+    tokens: TokenAuthority
+    links: LinkSigner
+    documents: DocumentService
+    stats: DownloadStats
+    cache_control: str
+    public_url: str | None
+    accel: AccelRedirect | None = None
+    # Building a base URL parses the Host header into a URL: remembered per what it is made of.
+    _base_urls: BoundedCache[tuple[object, ...], str] = field(
+        default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
+    )
+
+    def routes(self) -> list[Route]:
+        # Downloads first: the router tries routes in order, and each miss costs a regex match.
+        # "/download/" (empty id) is a download too: its id fails the check with the API's 435.
+        get = ["GET", "HEAD"]
+        download, presign, token = Action.DOWNLOAD, Action.PRESIGN, Action.TOKEN
+        return [
+            Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
+            Route("/links/{document_id:path}", Handler(self.download_link, download), methods=get),
+            Route("/download", Handler(self.presign, presign), methods=["POST"]),
+            Route("/download", Handler(self.missing_id, download), methods=get),
+            Route(
+                "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
+            ),
+            Route("/healthz", Handler(self.health), methods=["GET"]),
+        ]
+
+    def caller(self, request: Request) -> Caller:
+        return self.tokens.verify(bearer_token(request.headers.get("authorization")))
+
+    async def generate_token(self, request: Request) -> Response:
+        body = await json_object(request)
+        if body is None:
+            raise InvalidRequest("client_id is required")
+        user = body.get("user")
+        if user is None:
+            user = {}
+        if not isinstance(user, dict):
+            raise InvalidRequest("user must be a JSON object")
+        token_request = TokenRequest(
+            client_id=required_string(body, "client_id"),
+            client_secret=required_string(body, "client_secret"),
+            fingerprint=optional_string(body, "fingerprint"),
+            first_name=optional_string(user, "first_name", "user.first_name"),
+            last_name=optional_string(user, "last_name", "user.last_name"),
+            email=optional_string(user, "email", "user.email"),
+            group_name=optional_string(user, "group_name", "user.group_name"),
+        )
+        return ok({"access_token": self.tokens.issue(token_request)})
+
+    async def presign(self, request: Request) -> Response:
+        caller = self.caller(request)  # the token is checked before anything else
+        body = await json_object(request)
+        document_id = document_id_from((body or {}).get("document_id"))
+        base_url = self.public_url or self.base_url(request)
+        url = await self.documents.presigned_url(document_id, caller, base_url)
+        return ok({"download_url": url})
+
+    def base_url(self, request: Request) -> str:
+        """Starlette's ``request.base_url`` as text, remembered for what it is made of."""
+        scope = request.scope
+        server = scope.get("server")
+        key = (
+            scope.get("scheme"),
+            tuple(server) if server is not None else None,  # ASGI allows a list here
+            scope.get("app_root_path"),
+            scope.get("root_path"),
+            request.headers.get("host"),
+        )
+        url = self._base_urls.get(key)
+        if url is None:
+            url = str(request.base_url)
+            self._base_urls.put(key, url)
+        return url
+
+    async def missing_id(self, request: Request) -> Response:
+        self.caller(request)
+        raise DocumentIdRequired()
+
+    async def download(self, request: Request) -> Response:
+        caller = self.caller(request)
+        document_id = document_id_from(request.path_params["document_id"])
+        resolved = await self.documents.resolve_document(document_id, caller)
+        return self.send(request, resolved)
+
+    async def download_link(self, request: Request) -> Response:
+        document_id = request.path_params["document_id"]
+        self.links.verify(
+            document_id, request.query_params.get("expires"), request.query_params.get("signature")
+        )
+        resolved = await self.documents.resolve_document(document_id_from(document_id), None)
+        return self.send(request, resolved)
+
+    def send(self, request: Request, resolved: ResolvedDocument) -> Response:
+        """The whole object (200), one range of it (206) or nothing new (304); HEAD alike."""
+        size = resolved.info.size
+        validators = Validators.of(resolved.info)
+        selection = select_response(request.method, request.headers, validators, size)
+        if selection.status == 304:
+            headers = {"cache-control": self.cache_control, **validators.not_modified_headers()}
+            return Response(status_code=304, headers=headers)
+        headers = {
+            "content-type": resolved.content_type,
+            "content-disposition": resolved.content_disposition,
+            "content-length": str(size),
+            "cache-control": self.cache_control,
+            "x-content-type-options": "nosniff",
+            "accept-ranges": "bytes",
+            **validators.headers(),
+        }
+        if self.accel is not None and self.accel.serves(resolved.backend.name):
+            return self.accel.response(resolved.key, headers)
+        start, stop = 0, size
+        if selection.byte_range is not None:
+            start, stop = selection.byte_range.start, selection.byte_range.stop
+            headers["content-range"] = selection.byte_range.content_range()
+            headers["content-length"] = str(selection.byte_range.length)
+        return DownloadResponse(
+            self.documents.stream(resolved, start, stop),
+            status_code=selection.status,
+            headers=headers,
+            length=stop - start,
+            stats=self.stats,
+            label=repr(resolved.document.id),
+        )
+
+    async def health(self, request: Request) -> Response:
+        return ok({"status": "ok", **asdict(self.stats)})

@@ -1,0 +1,148 @@
+"""Sending a body from storage: bounded chunks, backpressure, and an honest end.
+
+Backpressure comes from awaiting ``send``: uvicorn pauses us while the socket buffer is full,
+so at most a couple of chunks per connection are ever in memory. A storage fault after the
+headers went out must not look like a clean end of body, so it aborts the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+
+import anyio
+import anyio.lowlevel
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from proxy.documents.errors import StoreFailed
+from proxy.documents.stats import DownloadStats
+from proxy.http.accesslog import log_download
+from proxy.http.envelope import error_response
+from proxy.http.errors import Action
+
+logger = logging.getLogger("docproxy")
+
+# Bodies up to this size go out without a disconnect watcher (one storage read, one send).
+SINGLE_MESSAGE_LIMIT = 64 * 1024
+
+
+class DownloadAborted(Exception):
+    """Raised out of the ASGI app so the server drops the connection mid-body."""
+
+
+class DownloadResponse(Response):
+    """``length`` bytes from ``chunks`` (the Content-Length given in ``headers``)."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        length: int,
+        stats: DownloadStats,
+        label: str,
+    ) -> None:
+        self.chunks = chunks
+        self.status_code = status_code
+        self.background = None
+        self.stats = stats
+        self.label = label
+        self.length = length
+        # Starlette's init_headers, less what a download never needs (lower-casing names that
+        # are lower case already, adding a Content-Type or Content-Length it already has).
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        # The first chunk is read before the headers go out: a store that fails at once
+        # (open refused, I/O error) still gets the API's 500 instead of a cut 200.
+        try:
+            self._first = await anext(aiter(self.chunks), b"")
+        except StoreFailed as exc:
+            logger.error("download %s: storage failed before the first byte: %s", self.label, exc)
+            await error_response(exc, Action.DOWNLOAD)(scope, receive, send)
+            return
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        self.stats.open_streams += 1
+        self._sent = 0
+        self._failure: StoreFailed | None = None
+        outcome = "aborted by client"
+        try:
+            if self._is_single_message():
+                # Nothing to stop early for a body this small: a disconnect watcher task and
+                # its task group would cost more than sending it.
+                outcome = self._outcome(await self._pump(send))
+            else:
+                async with anyio.create_task_group() as group:
+
+                    async def watch_disconnect() -> None:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        group.cancel_scope.cancel()
+
+                    group.start_soon(watch_disconnect)
+                    outcome = self._outcome(await self._pump(send))
+                    group.cancel_scope.cancel()
+        finally:
+            self.stats.open_streams -= 1
+            self.stats.bytes_sent += self._sent
+            if outcome == "complete":
+                self.stats.completed += 1
+            else:
+                self.stats.aborted += 1
+            log_download(self.label, outcome, self._sent)
+        if self._failure is not None:
+            raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+
+    def _is_single_message(self) -> bool:
+        return self.length <= SINGLE_MESSAGE_LIMIT
+
+    def _outcome(self, complete: bool) -> str:
+        if complete:
+            return "complete"
+        return "aborted by storage" if self._failure is not None else "aborted by client"
+
+    async def _pump(self, send: Send) -> bool:
+        """Send every chunk; False (with ``_failure`` set) when the store failed on the way.
+
+        The chunk that completes the body goes out as the last message, with no empty message
+        after it: one ASGI send less per download.
+        """
+        try:
+            async with aclosing(self.chunks) as chunks:
+                if self._first and await self._send_chunk(send, self._first):
+                    return True
+                self._first = b""
+                async for chunk in chunks:
+                    if await self._send_chunk(send, chunk):
+                        return True
+                    # Once the client is gone, uvicorn's send returns at once, and a store
+                    # whose reads come from its socket buffer (aiobotocore) never blocks either:
+                    # without this the disconnect watcher's cancel would wait for the whole body.
+                    await anyio.lowlevel.checkpoint()
+        except StoreFailed as exc:
+            logger.error(
+                "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc
+            )
+            self._failure = exc
+            return False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+
+    async def _send_chunk(self, send: Send, chunk: bytes) -> bool:
+        """Send ``chunk``; True when it was the body's last."""
+        last = self._sent + len(chunk) >= self.length
+        await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+        self._sent += len(chunk)
+        return last
