@@ -102,6 +102,15 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ZipConfig:
+    """Archives of many documents (``POST /download/zip``)."""
+
+    max_documents: int = 1000
+    max_bytes: int = 16 * 1024**3  # the documents' total size, before any compression
+    compress: bool = False  # deflate entries; stored entries let the response carry a length
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig
     auth: AuthConfig
@@ -109,6 +118,7 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
 
@@ -128,6 +138,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        zip=_zip(root.section("zip")),
         source=source,
     )
     _check_accel_redirect(settings, root)
@@ -256,6 +267,18 @@ def _download(s: Section) -> DownloadConfig:
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _zip(s: Section) -> ZipConfig:
+    config = ZipConfig(
+        **given(
+            max_documents=s.integer("max_documents", minimum=1),
+            max_bytes=s.size("max_bytes"),
+            compress=s.boolean("compress"),
         )
     )
     s.finish()
