@@ -48,7 +48,7 @@ def required_string(body: dict[str, Any], key: str, path: str | None = None) -> 
         raise InvalidRequest(f"{name} is required")
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string")
-    return value
+    return _unicode(value, name)
 
 
 def optional_string(body: dict[str, Any], key: str, path: str | None = None) -> str | None:
@@ -57,6 +57,17 @@ def optional_string(body: dict[str, Any], key: str, path: str | None = None) -> 
         return None
     if not isinstance(value, str):
         raise InvalidRequest(f"{path or key} must be a string")
+    return _unicode(value, path or key)
+
+
+def _unicode(value: str, name: str) -> str:
+    """``value`` if it is valid Unicode. JSON's ``"\\ud800"`` escapes decode to lone
+    surrogates, which no encoder accepts: refused here rather than failing later as a 500."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"{name} must be valid Unicode") from exc
     return value
 
 

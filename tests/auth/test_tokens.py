@@ -10,6 +10,7 @@ import uuid
 
 import httpx
 import pytest
+import yaml
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
@@ -382,3 +383,75 @@ def test_ttl_and_algorithm_follow_the_config(make_service, tmp_path):
     assert get_doc(service, f"Bearer {token}").status_code == 200
     # An HS256 token with the same key is not accepted by an HS512 service.
     assert_envelope(get_doc(service, f"Bearer {encode(good_claims())}"), 403, "UNAUTHORIZED")
+
+
+# --- clients leaving the config, text that is not Unicode ----------------------------------
+
+
+STRING_FIELDS = [
+    ("client_id",),
+    ("client_secret",),
+    ("fingerprint",),
+    ("user", "first_name"),
+    ("user", "last_name"),
+    ("user", "email"),
+    ("user", "group_name"),
+]
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS, ids=[".".join(f) for f in STRING_FIELDS])
+@pytest.mark.parametrize("text", ["\\ud800", "ok\\udfff", "\\udc00\\ud800"])
+def test_a_lone_surrogate_in_a_token_field_gets_435_naming_it(service, field, text):
+    body = json.loads(json.dumps(API_TOKEN_REQUEST))
+    target = body
+    for name in field[:-1]:
+        target = target[name]
+    target[field[-1]] = "PLACEHOLDER"
+    # json.dumps would escape a real surrogate itself; the escape is written into the text.
+    content = json.dumps(body).replace("PLACEHOLDER", text).encode()
+    response = httpx.post(
+        f"{service.base_url}{TOKEN_PATH}",
+        content=content,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_envelope(response, 435, f"{'.'.join(field)} must be valid Unicode")
+
+
+def test_a_body_that_is_not_utf8_gets_435(service):
+    content = json.dumps(API_TOKEN_REQUEST).replace("John", "J\udcffohn", 1)
+    response = httpx.post(
+        f"{service.base_url}{TOKEN_PATH}",
+        content=content.encode("utf-8", "surrogateescape"),  # a raw 0xff byte
+        headers={"Content-Type": "application/json"},
+    )
+    assert_envelope(response, 435, "Malformed JSON body")
+
+
+def test_a_client_removed_from_the_config_loses_its_tokens(make_service, tmp_path):
+    leaving = {"client_id": "leaving-client", "client_secret": "leaving-secret"}
+    clients = [{"client_id": "test-client", "client_secret": "test-secret"}, leaving]
+    service = make_service({"auth": {"clients": clients}})
+    sample = tmp_path / "x.txt"
+    sample.write_bytes(b"x")
+    run_cli(service.config_path, "documents", "add", str(sample), "--id", "doc-1")
+    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=leaving)
+    leaving_token = response.json()["data"]["access_token"]
+    staying_token = service.token()
+    assert get_doc(service, f"Bearer {leaving_token}").status_code == 200
+
+    service.stop()
+    config = yaml.safe_load(service.config_path.read_text())
+    config["auth"]["clients"] = clients[:1]
+    service.config_path.write_text(yaml.safe_dump(config))
+    service.start()
+
+    assert_envelope(get_doc(service, f"Bearer {leaving_token}"), 403, "UNAUTHORIZED")
+    assert get_doc(service, f"Bearer {staying_token}").status_code == 200
+    assert_envelope(
+        httpx.post(f"{service.base_url}{TOKEN_PATH}", json=leaving), 403, "UNAUTHORIZED"
+    )
+
+
+def test_a_signed_token_for_a_client_never_configured_is_refused(service):
+    token = encode(good_claims(client_id="never-configured"))
+    assert_envelope(get_doc(service, f"Bearer {token}"), 403, "UNAUTHORIZED")
