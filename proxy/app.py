@@ -93,7 +93,9 @@ def create_app(settings: Settings) -> Starlette:
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         accel=AccelRedirect.from_settings(settings),
-        archives=ArchiveService(documents, archive_links, settings.zip),
+        archives=ArchiveService(
+            documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
+        ),
         archive_links=archive_links,
     )
 
