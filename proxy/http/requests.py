@@ -8,8 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from proxy.auth.errors import Unauthorized
-from proxy.http.errors import DocumentIdRequired, InvalidRequest
+from proxy.http.errors import BearerRefused, DocumentIdRequired, InvalidRequest
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -72,12 +71,19 @@ def _unicode(value: str, name: str) -> str:
     return value
 
 
+# The challenges of a 403 on the Bearer endpoints (RFC 6750, section 3).
+NO_TOKEN = {"www-authenticate": "Bearer"}
+INVALID_TOKEN = {"www-authenticate": 'Bearer error="invalid_token"'}
+
+
 def bearer_token(authorization: str | None) -> str:
-    """The token in ``Authorization: Bearer <token>``; Unauthorized if absent or malformed."""
+    """The token in ``Authorization: Bearer <token>``; BearerRefused if absent or malformed."""
     if not authorization:
-        raise Unauthorized()
+        raise BearerRefused(headers=NO_TOKEN)
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise Unauthorized()
+    if scheme.lower() != "bearer" or not token:
+        raise BearerRefused(headers=NO_TOKEN)  # no Bearer token was presented
+    if " " in token:
+        raise BearerRefused(headers=INVALID_TOKEN)
     return token

@@ -108,8 +108,21 @@ def test_api_example_returns_a_token_envelope(service):
     body = response.json()
     assert body["statusCode"] == 200
     assert body["message"] == "OKAY"
-    assert list(body["data"]) == ["access_token"]
+    assert list(body["data"]) == ["access_token", "token_type", "expires_in"]
     assert body["data"]["access_token"].startswith("eyJ")
+    assert body["data"]["token_type"] == "Bearer"
+    assert body["data"]["expires_in"] == 3600  # the default TTL, in seconds
+    # RFC 6749, section 5.1: no cache keeps a response that carries a token.
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+
+
+def test_a_refused_client_gets_no_bearer_challenge(service):
+    """The token endpoint takes client credentials, not a Bearer token: no challenge."""
+    request = {"client_id": "your-client-id", "client_secret": "wrong"}
+    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=request)
+    assert_envelope(response, 403, "UNAUTHORIZED")
+    assert "www-authenticate" not in response.headers
 
 
 def test_token_carries_the_promised_claims_and_header(service):
@@ -276,6 +289,21 @@ ATTACKS = {
 }
 
 
+# The attacks in which no Bearer token is presented: their 403 challenges with a bare
+# "Bearer"; every other one says the token presented is invalid (RFC 6750, section 3.1).
+NO_TOKEN_PRESENTED = {
+    "no-header",
+    "empty-header",
+    "basic-scheme",
+    "token-without-scheme",
+    "bearer-without-token",
+}
+
+
+def challenge(attack: str) -> str:
+    return "Bearer" if attack in NO_TOKEN_PRESENTED else 'Bearer error="invalid_token"'
+
+
 def attack_header(name: str) -> str | None:
     value = ATTACKS[name]
     if value is not None and "TOKEN" in value:
@@ -285,7 +313,9 @@ def attack_header(name: str) -> str | None:
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_token_attacks_on_get_download(service, attack):
-    assert_envelope(get_doc(service, attack_header(attack)), 403, "UNAUTHORIZED")
+    response = get_doc(service, attack_header(attack))
+    assert_envelope(response, 403, "UNAUTHORIZED")
+    assert response.headers.get_list("www-authenticate") == [challenge(attack)]
 
 
 @pytest.mark.parametrize("attack", ["no-header", "forged-signature", "expired", "alg-none"])
@@ -296,6 +326,7 @@ def test_token_attacks_on_post_download(service, attack):
         f"{service.base_url}/download", json={"document_id": "doc-1"}, headers=headers
     )
     assert_envelope(response, 403, "UNAUTHORIZED")
+    assert response.headers.get_list("www-authenticate") == [challenge(attack)]
 
 
 def test_tampered_payload_of_a_real_token_is_refused(service):
@@ -333,10 +364,14 @@ def test_token_is_checked_before_anything_else(service, method, path, kwargs):
     headers = {**kwargs.pop("headers", {}), "Authorization": "Bearer forged.token.value"}
     response = httpx.request(method, f"{service.base_url}{path}", headers=headers, **kwargs)
     assert_envelope(response, 403, "UNAUTHORIZED")
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
 def test_ttl_and_algorithm_follow_the_config(make_service, tmp_path):
     service = make_service({"auth": {"token_ttl": 120, "algorithm": "HS512"}})
+    issued = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=API_TOKEN_REQUEST | {
+        "client_id": "test-client", "client_secret": "test-secret"})  # fmt: skip
+    assert issued.json()["data"]["expires_in"] == 120
     token = service.token()
     key = OctKey.import_key(TOKEN_KEY.encode())
     decoded = jwt.decode(token, key, algorithms=["HS512"])
