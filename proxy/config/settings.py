@@ -102,6 +102,12 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig
     auth: AuthConfig
@@ -109,6 +115,7 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    health: HealthConfig = field(default_factory=HealthConfig)
     source: str = "<memory>"
 
 
@@ -128,6 +135,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        health=_health(root.section("health")),
         source=source,
     )
     _check_accel_redirect(settings, root)
@@ -149,6 +157,17 @@ def _server(s: Section) -> ServerConfig:
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
             access_log=s.boolean("access_log"),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
         )
     )
     s.finish()
