@@ -1,5 +1,8 @@
-"""Whether this process is shutting down: set once on the stop signal, read by anything that
-must stop taking new work (readiness answers 503 from then on)."""
+"""Whether this worker is draining: it has stopped accepting and lets running downloads finish.
+
+Set once, when the server begins its graceful shutdown (SIGTERM or SIGINT); anything that
+should answer differently from then on (a readiness probe) asks ``is_draining()``.
+"""
 
 from __future__ import annotations
 
