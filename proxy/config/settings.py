@@ -106,6 +106,12 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
 class ZipConfig:
     """Archives of many documents (``POST /download/zip``)."""
 
@@ -122,6 +128,7 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    health: HealthConfig = field(default_factory=HealthConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
@@ -142,6 +149,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        health=_health(root.section("health")),
         zip=_zip(root.section("zip")),
         source=source,
     )
@@ -165,6 +173,17 @@ def _server(s: Section) -> ServerConfig:
             log_level=s.string("log_level", choices=LOG_LEVELS),
             access_log=s.boolean("access_log"),
             limits=parse_limits(s),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
         )
     )
     s.finish()
