@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from proxy.auth.errors import Unauthorized
 from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
+from proxy.state.errors import StateFailed
 
 
 class RequestError(Exception):
@@ -86,6 +87,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     MethodNotAllowed: Answer(405, "Method not allowed"),
     StoreFailed: _FAULT,
     CatalogFailed: _FAULT,
+    StateFailed: _FAULT,
 }
 
 #: The errors an endpoint answers itself; anything else is a defect (500, logged).

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from proxy.auth.errors import Unauthorized
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
@@ -28,6 +29,7 @@ from proxy.http.requests import (
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.state.watch import WatchedRevocations
 
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
@@ -64,6 +66,7 @@ class Endpoints:
     stats: DownloadStats
     cache_control: str
     public_url: str | None
+    revocations: WatchedRevocations
     accel: AccelRedirect | None = None
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
@@ -87,7 +90,18 @@ class Endpoints:
         ]
 
     def caller(self, request: Request) -> Caller:
-        return self.tokens.verify(bearer_token(request.headers.get("authorization")))
+        caller = self.tokens.verify(bearer_token(request.headers.get("authorization")))
+        if self.revocations.current.refuses_token(
+            caller.client_id, caller.token_id, caller.issued_at
+        ):
+            raise Unauthorized()
+        return caller
+
+    def check_document(self, document_id: str) -> str:
+        """The id, unless an operator revoked the document (403 on every endpoint)."""
+        if self.revocations.current.refuses_document(document_id):
+            raise Unauthorized()
+        return document_id
 
     async def generate_token(self, request: Request) -> Response:
         body = await json_object(request)
@@ -112,7 +126,7 @@ class Endpoints:
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
-        document_id = document_id_from((body or {}).get("document_id"))
+        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
         base_url = self.public_url or self.base_url(request)
         url = await self.documents.presigned_url(document_id, caller, base_url)
         return ok({"download_url": url})
@@ -140,7 +154,7 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
-        document_id = document_id_from(request.path_params["document_id"])
+        document_id = self.check_document(document_id_from(request.path_params["document_id"]))
         resolved = await self.documents.resolve_document(document_id, caller)
         return self.send(request, resolved)
 
@@ -149,7 +163,8 @@ class Endpoints:
         self.links.verify(
             document_id, request.query_params.get("expires"), request.query_params.get("signature")
         )
-        resolved = await self.documents.resolve_document(document_id_from(document_id), None)
+        document_id = self.check_document(document_id_from(document_id))
+        resolved = await self.documents.resolve_document(document_id, None)
         return self.send(request, resolved)
 
     def send(self, request: Request, resolved: ResolvedDocument) -> Response:
