@@ -25,6 +25,7 @@ from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.routes import Endpoints
+from proxy.http.status_lines import use_reason_phrases
 from proxy.runtime.logging import configure_logging
 from proxy.state.registry import state_store
 from proxy.state.watch import WatchedRevocations
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> Starlette:
     handler = configure_logging(settings.server.log_level)
     if handler is not None:
         use_direct_handler(handler)
+    use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
     links = LinkSigner(settings.presign)

@@ -39,8 +39,8 @@ def envelope(
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
-def ok(data: Mapping[str, Any]) -> Response:
-    return envelope(200, "OKAY", data)
+def ok(data: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> Response:
+    return envelope(200, "OKAY", data, headers=headers)
 
 
 def error_response(exc: Exception, action: Action | None = None) -> Response:

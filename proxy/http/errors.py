@@ -39,6 +39,11 @@ class DocumentIdRequired(RequestError):
     """The document id is missing, empty, blank or not a string."""
 
 
+class BearerRefused(RequestError):
+    """No usable Bearer token on an endpoint that needs one; ``headers`` carry the challenge
+    (RFC 6750: ``Bearer``, with ``error="invalid_token"`` when a token was presented)."""
+
+
 class PreconditionFailed(RequestError):
     """If-Match or If-Unmodified-Since did not hold."""
 
@@ -77,6 +82,7 @@ _FAULT = {
 
 ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     Unauthorized: Answer(403, "UNAUTHORIZED"),
+    BearerRefused: Answer(403, "UNAUTHORIZED"),
     DocumentIdRequired: Answer(435, "Document ID is required"),
     InvalidRequest: Answer(435, "Invalid request"),
     NoFilePath: Answer(435, "Document has no file path"),

@@ -8,8 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from proxy.auth.errors import Unauthorized
-from proxy.http.errors import DocumentIdRequired, InvalidRequest
+from proxy.http.errors import BearerRefused, DocumentIdRequired, InvalidRequest
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -49,7 +48,7 @@ def required_string(body: dict[str, Any], key: str, path: str | None = None) -> 
         raise InvalidRequest(f"{name} is required")
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string")
-    return value
+    return _unicode(value, name)
 
 
 def optional_string(body: dict[str, Any], key: str, path: str | None = None) -> str | None:
@@ -58,15 +57,33 @@ def optional_string(body: dict[str, Any], key: str, path: str | None = None) -> 
         return None
     if not isinstance(value, str):
         raise InvalidRequest(f"{path or key} must be a string")
+    return _unicode(value, path or key)
+
+
+def _unicode(value: str, name: str) -> str:
+    """``value`` if it is valid Unicode. JSON's ``"\\ud800"`` escapes decode to lone
+    surrogates, which no encoder accepts: refused here rather than failing later as a 500."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"{name} must be valid Unicode") from exc
     return value
 
 
+# The challenges of a 403 on the Bearer endpoints (RFC 6750, section 3).
+NO_TOKEN = {"www-authenticate": "Bearer"}
+INVALID_TOKEN = {"www-authenticate": 'Bearer error="invalid_token"'}
+
+
 def bearer_token(authorization: str | None) -> str:
-    """The token in ``Authorization: Bearer <token>``; Unauthorized if absent or malformed."""
+    """The token in ``Authorization: Bearer <token>``; BearerRefused if absent or malformed."""
     if not authorization:
-        raise Unauthorized()
+        raise BearerRefused(headers=NO_TOKEN)
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise Unauthorized()
+    if scheme.lower() != "bearer" or not token:
+        raise BearerRefused(headers=NO_TOKEN)  # no Bearer token was presented
+    if " " in token:
+        raise BearerRefused(headers=INVALID_TOKEN)
     return token

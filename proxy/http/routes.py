@@ -20,8 +20,9 @@ from proxy.documents.stats import DownloadStats
 from proxy.http.accel import AccelRedirect
 from proxy.http.conditional import Validators, select_response
 from proxy.http.envelope import error_response, ok
-from proxy.http.errors import ANSWERED, Action, DocumentIdRequired, InvalidRequest
+from proxy.http.errors import ANSWERED, Action, BearerRefused, DocumentIdRequired, InvalidRequest
 from proxy.http.requests import (
+    INVALID_TOKEN,
     bearer_token,
     document_id_from,
     json_object,
@@ -34,6 +35,7 @@ from proxy.state.watch import WatchedRevocations
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
 BASE_URLS_KEPT = 256
+TOKEN_HEADERS = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 class Handler:
@@ -90,11 +92,15 @@ class Endpoints:
         ]
 
     def caller(self, request: Request) -> Caller:
-        caller = self.tokens.verify(bearer_token(request.headers.get("authorization")))
+        token = bearer_token(request.headers.get("authorization"))
+        try:
+            caller = self.tokens.verify(token)
+        except Unauthorized as exc:
+            raise BearerRefused(headers=INVALID_TOKEN) from exc
         if self.revocations.current.refuses_token(
             caller.client_id, caller.token_id, caller.issued_at
         ):
-            raise Unauthorized()
+            raise BearerRefused(headers=INVALID_TOKEN)
         return caller
 
     def check_document(self, document_id: str) -> str:
@@ -121,7 +127,16 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
-        return ok({"access_token": self.tokens.issue(token_request)})
+        token = self.tokens.issue(token_request)
+        # RFC 6749, section 5.1: a response carrying a token is never stored by a cache.
+        return ok(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.tokens.config.token_ttl,
+            },
+            headers=TOKEN_HEADERS,
+        )
 
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
