@@ -12,12 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
+from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
 from proxy.config.loading import config_path, load_settings
 from proxy.config.settings import Settings
+from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats
@@ -86,6 +88,7 @@ def create_app(settings: Settings) -> Starlette:
         stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
+    archive_links = ArchiveLinkSigner(settings.presign)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         links=links,
@@ -95,6 +98,8 @@ def create_app(settings: Settings) -> Starlette:
         public_url=settings.server.public_url,
         revocations=revocations,
         accel=AccelRedirect.from_settings(settings),
+        archives=ArchiveService(documents, archive_links, settings.zip),
+        archive_links=archive_links,
     )
 
     @contextlib.asynccontextmanager
