@@ -23,6 +23,8 @@ from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats
+from proxy.health.readiness import Readiness
+from proxy.health.routes import health_routes
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
@@ -101,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
         archives=ArchiveService(documents, archive_links, settings.zip),
         archive_links=archive_links,
     )
+    readiness = Readiness(catalog, router.backends, settings.health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -131,7 +134,7 @@ def create_app(settings: Settings) -> Starlette:
             await router.close()
 
     app = Starlette(
-        routes=endpoints.routes(),
+        routes=endpoints.routes() + health_routes(readiness, stats),
         middleware=[Middleware(QuietStartupFailure)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

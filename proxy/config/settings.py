@@ -115,6 +115,13 @@ class StateConfig:
     path: str | None = None  # the SQLite file; left out: beside the SQLite catalog or config
 
 
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
 class ZipConfig:
     """Archives of many documents (``POST /download/zip``)."""
 
@@ -132,6 +139,7 @@ class Settings:
     storage: StorageConfig
     download: DownloadConfig
     state: StateConfig = field(default_factory=StateConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
@@ -153,6 +161,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
         state=_state(root.section("state")),
+        health=_health(root.section("health")),
         zip=_zip(root.section("zip")),
         source=source,
     )
@@ -176,6 +185,17 @@ def _server(s: Section) -> ServerConfig:
             log_level=s.string("log_level", choices=LOG_LEVELS),
             access_log=s.boolean("access_log"),
             limits=parse_limits(s),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
         )
     )
     s.finish()

@@ -4,7 +4,7 @@ answers them from the one table in ``proxy.http.errors``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -102,7 +102,6 @@ class Endpoints:
             Route(
                 "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
             ),
-            Route("/healthz", Handler(self.health), methods=["GET"]),
         ]
 
     def caller(self, request: Request) -> Caller:
@@ -266,6 +265,3 @@ class Endpoints:
             stats=self.stats,
             label=repr(resolved.document.id),
         )
-
-    async def health(self, request: Request) -> Response:
-        return ok({"status": "ok", **asdict(self.stats)})
