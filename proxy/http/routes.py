@@ -35,6 +35,7 @@ from proxy.http.requests import (
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.state.watch import WatchedRevocations
 
 # A list of many ids may be longer than the API's other bodies.
 ARCHIVE_BODY_BYTES = 1024 * 1024
@@ -77,6 +78,7 @@ class Endpoints:
     stats: DownloadStats
     cache_control: str
     public_url: str | None
+    revocations: WatchedRevocations
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
@@ -105,9 +107,20 @@ class Endpoints:
     def caller(self, request: Request) -> Caller:
         token = bearer_token(request.headers.get("authorization"))
         try:
-            return self.tokens.verify(token)
+            caller = self.tokens.verify(token)
         except Unauthorized as exc:
             raise BearerRefused(headers=INVALID_TOKEN) from exc
+        if self.revocations.current.refuses_token(
+            caller.client_id, caller.token_id, caller.issued_at
+        ):
+            raise BearerRefused(headers=INVALID_TOKEN)
+        return caller
+
+    def check_document(self, document_id: str) -> str:
+        """The id, unless an operator revoked the document (403 on every endpoint)."""
+        if self.revocations.current.refuses_document(document_id):
+            raise Unauthorized()
+        return document_id
 
     async def generate_token(self, request: Request) -> Response:
         body = await json_object(request)
@@ -141,7 +154,7 @@ class Endpoints:
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
-        document_id = document_id_from((body or {}).get("document_id"))
+        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
         base_url = self.public_url or self.base_url(request)
         url = await self.documents.presigned_url(document_id, caller, base_url)
         return ok({"download_url": url})
@@ -150,7 +163,7 @@ class Endpoints:
         caller = self.caller(request)  # the token is checked before anything else
         assert self.archives is not None
         body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
-        document_ids = document_ids_from(body.get("document_ids"))
+        document_ids = [self.check_document(i) for i in document_ids_from(body.get("document_ids"))]
         filename = archive_filename(body.get("filename"))
         base_url = self.public_url or self.base_url(request)
         url = await self.archives.link(document_ids, filename, caller, base_url)
@@ -165,6 +178,8 @@ class Endpoints:
         grant = self.archive_links.verify(
             filename, query.get("ids"), query.get("expires"), query.get("signature")
         )
+        for document_id in grant.document_ids:
+            self.check_document(document_id)  # revoked after the link was made
         archive = await self.archives.open(grant)
         headers = {
             "content-type": "application/zip",
@@ -207,7 +222,7 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
-        document_id = document_id_from(request.path_params["document_id"])
+        document_id = self.check_document(document_id_from(request.path_params["document_id"]))
         resolved = await self.documents.resolve_document(document_id, caller)
         return self.send(request, resolved)
 
@@ -216,7 +231,8 @@ class Endpoints:
         self.links.verify(
             document_id, request.query_params.get("expires"), request.query_params.get("signature")
         )
-        resolved = await self.documents.resolve_document(document_id_from(document_id), None)
+        document_id = self.check_document(document_id_from(document_id))
+        resolved = await self.documents.resolve_document(document_id, None)
         return self.send(request, resolved)
 
     def send(self, request: Request, resolved: ResolvedDocument) -> Response:

@@ -384,3 +384,16 @@ def test_an_archive_is_not_the_documents_single_download(service, token, documen
     """The archive's own link is not a document link, and the reverse."""
     link = link_for(service, token, list(documents))
     assert httpx.get(link.replace("/archives/", "/links/"), timeout=10).status_code == 403
+
+
+def test_a_revoked_document_refuses_its_archives(service, token, folder):
+    from tests.state.shared import eventually
+
+    kept, revoked = (add(service, folder, b"kept", "k.txt"), add(service, folder, b"r", "r.txt"))
+    link = link_for(service, token, [kept, revoked])
+    run_cli(service.config_path, "revoke", "--document", revoked)
+    eventually(lambda: httpx.get(link, timeout=10).status_code == 403)
+    assert_envelope(httpx.get(link, timeout=10), 403, "UNAUTHORIZED")
+    refused = zip_link(service, token, {"document_ids": [kept, revoked]})
+    assert_envelope(refused, 403, "UNAUTHORIZED")
+    assert httpx.get(link_for(service, token, [kept]), timeout=10).status_code == 200
