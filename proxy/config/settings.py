@@ -21,6 +21,7 @@ from backends.registry import backend_class, known_protocols
 from proxy.catalog.settings import CatalogConfig, parse_catalog
 from proxy.config.environment import substitute_env
 from proxy.config.section import Section, given
+from proxy.server.config import ServerLimits, parse_limits
 
 
 class ConfigError(Exception):
@@ -39,6 +40,7 @@ class ServerConfig:
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
     access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
+    limits: ServerLimits = field(default_factory=ServerLimits)  # read by proxy.server.config
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class AccelRedirectConfig:
 class DownloadConfig:
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
+    # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
+    send_timeout: float = 60.0
     accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
 
 
@@ -149,6 +153,7 @@ def _server(s: Section) -> ServerConfig:
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
             access_log=s.boolean("access_log"),
+            limits=parse_limits(s),
         )
     )
     s.finish()
@@ -255,6 +260,7 @@ def _download(s: Section) -> DownloadConfig:
         **given(
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
         )
     )

@@ -24,6 +24,14 @@ from proxy.http.errors import (
 logger = logging.getLogger("docproxy")
 
 
+def envelope_body(status_code: int, message: str, data: Mapping[str, Any] | None = None) -> bytes:
+    return json.dumps(
+        {"statusCode": status_code, "data": dict(data or {}), "message": message},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+
+
 def envelope(
     status_code: int,
     message: str,
@@ -31,11 +39,7 @@ def envelope(
     *,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body = json.dumps(
-        {"statusCode": status_code, "data": dict(data or {}), "message": message},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
+    body = envelope_body(status_code, message, data)
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
@@ -49,6 +53,13 @@ def error_response(exc: Exception, action: Action | None = None) -> Response:
     if isinstance(exc, RequestError):
         return envelope(answer.status, exc.message or answer.message, headers=exc.headers)
     return envelope(answer.status, answer.message)
+
+
+def request_error_body(exc: RequestError) -> tuple[int, bytes]:
+    """The status and envelope bytes of ``exc``, for the server's answers written before any
+    endpoint runs (a request head refused, a timeout, a full worker)."""
+    answer = answer_for(exc, None)
+    return answer.status, envelope_body(answer.status, exc.message or answer.message)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

@@ -59,6 +59,31 @@ class MethodNotAllowed(RequestError):
     """The path is an endpoint's, the method is not."""
 
 
+class MalformedRequest(RequestError):
+    """The bytes are not an HTTP/1.1 request (answered by the server before any endpoint)."""
+
+
+class BadHost(RequestError):
+    """``Host`` missing on HTTP/1.1, given twice, malformed or not one of the allowed hosts."""
+
+
+class HeadTooLarge(RequestError):
+    """The request line and header fields exceed ``server.max_header_bytes`` or
+    ``server.max_header_fields``."""
+
+
+class TargetTooLong(RequestError):
+    """The request target exceeds ``server.max_target_bytes``."""
+
+
+class RequestTimeout(RequestError):
+    """The head did not arrive within ``server.header_timeout``, or the body stopped."""
+
+
+class TooManyConnections(RequestError):
+    """This worker already holds ``server.max_connections`` connections."""
+
+
 class Action(enum.Enum):
     """What an endpoint does, which the API's 500 message names."""
 
@@ -90,6 +115,12 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     RangeNotSatisfiable: Answer(416, "Requested range not satisfiable"),
     RouteNotFound: Answer(404, "Route not found"),
     MethodNotAllowed: Answer(405, "Method not allowed"),
+    MalformedRequest: Answer(400, "Malformed HTTP request"),
+    BadHost: Answer(400, "Invalid Host header"),
+    HeadTooLarge: Answer(431, "Request header fields too large"),
+    TargetTooLong: Answer(414, "Request target too long"),
+    RequestTimeout: Answer(408, "Request timeout"),
+    TooManyConnections: Answer(503, "Too many connections"),
     StoreFailed: _FAULT,
     CatalogFailed: _FAULT,
 }
