@@ -106,6 +106,21 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
+class ZipConfig:
+    """Archives of many documents (``POST /download/zip``)."""
+
+    max_documents: int = 1000
+    max_bytes: int = 16 * 1024**3  # the documents' total size, before any compression
+    compress: bool = False  # deflate entries; stored entries let the response carry a length
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig
     auth: AuthConfig
@@ -113,6 +128,8 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    health: HealthConfig = field(default_factory=HealthConfig)
+    zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
 
@@ -132,6 +149,8 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        health=_health(root.section("health")),
+        zip=_zip(root.section("zip")),
         source=source,
     )
     _check_accel_redirect(settings, root)
@@ -154,6 +173,17 @@ def _server(s: Section) -> ServerConfig:
             log_level=s.string("log_level", choices=LOG_LEVELS),
             access_log=s.boolean("access_log"),
             limits=parse_limits(s),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
         )
     )
     s.finish()
@@ -262,6 +292,18 @@ def _download(s: Section) -> DownloadConfig:
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
             send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _zip(s: Section) -> ZipConfig:
+    config = ZipConfig(
+        **given(
+            max_documents=s.integer("max_documents", minimum=1),
+            max_bytes=s.size("max_bytes"),
+            compress=s.boolean("compress"),
         )
     )
     s.finish()

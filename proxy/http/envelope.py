@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.documents.errors import ArchiveTooLarge, DocumentError
 from proxy.http.errors import (
     INTERNAL_ERROR,
     Action,
@@ -52,7 +53,11 @@ def error_response(exc: Exception, action: Action | None = None) -> Response:
     answer = answer_for(exc, action)
     if isinstance(exc, RequestError):
         return envelope(answer.status, exc.message or answer.message, headers=exc.headers)
-    return envelope(answer.status, answer.message)
+    # An archive's refusal names the document at fault; a single download's data stays empty.
+    document_id = exc.document_id if isinstance(exc, DocumentError) else None
+    data = {"document_id": document_id} if document_id is not None else None
+    message = str(exc) if isinstance(exc, ArchiveTooLarge) else answer.message
+    return envelope(answer.status, message, data)
 
 
 def request_error_body(exc: RequestError) -> tuple[int, bytes]:

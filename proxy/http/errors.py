@@ -14,7 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.auth.errors import Unauthorized
-from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
+from proxy.documents.errors import (
+    ArchiveTooLarge,
+    CatalogFailed,
+    DocumentNotFound,
+    NoFilePath,
+    StoreFailed,
+)
 
 
 class RequestError(Exception):
@@ -110,6 +116,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     DocumentIdRequired: Answer(435, "Document ID is required"),
     InvalidRequest: Answer(435, "Invalid request"),
     NoFilePath: Answer(435, "Document has no file path"),
+    ArchiveTooLarge: Answer(435, "Archive too large"),
     DocumentNotFound: Answer(437, "Document not found"),
     PreconditionFailed: Answer(412, "Precondition failed"),
     RangeNotSatisfiable: Answer(416, "Requested range not satisfiable"),

@@ -8,12 +8,13 @@ from typing import Any
 
 from starlette.requests import Request
 
+from proxy.common.filenames import clean_filename
 from proxy.http.errors import BearerRefused, DocumentIdRequired, InvalidRequest
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def json_object(request: Request) -> dict[str, Any] | None:
+async def json_object(request: Request, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any] | None:
     """The body as a JSON object; None for an empty body. Raises 435 for anything else."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
@@ -21,8 +22,8 @@ async def json_object(request: Request) -> dict[str, Any] | None:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise InvalidRequest(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+        if len(body) > max_bytes:
+            raise InvalidRequest(f"Request body is larger than {max_bytes} bytes")
     if not body.strip():
         return None
     try:
@@ -87,3 +88,22 @@ def bearer_token(authorization: str | None) -> str:
     if " " in token:
         raise BearerRefused(headers=INVALID_TOKEN)
     return token
+
+
+def document_ids_from(value: object) -> list[str]:
+    """A non-empty list of usable document ids, or the API's 435."""
+    if value is None or value == []:
+        raise InvalidRequest("document_ids is required")
+    if not isinstance(value, list):
+        raise InvalidRequest("document_ids must be a list of document ids")
+    return [document_id_from(item) for item in value]
+
+
+def archive_filename(value: object) -> str:
+    """The name an archive is saved as: cleaned like any download's, ending in ``.zip``."""
+    if value is None:
+        return "documents.zip"
+    if not isinstance(value, str):
+        raise InvalidRequest("filename must be a string")
+    name = clean_filename(value)
+    return name if name.lower().endswith(".zip") else f"{name}.zip"

@@ -4,17 +4,20 @@ answers them from the one table in ``proxy.http.errors``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.errors import Unauthorized
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
+from proxy.documents.archive import ArchiveService
+from proxy.documents.disposition import content_disposition
 from proxy.documents.service import DocumentService, ResolvedDocument
 from proxy.documents.stats import DownloadStats
 from proxy.http.accel import AccelRedirect
@@ -24,13 +27,20 @@ from proxy.http.errors import ANSWERED, Action, BearerRefused, DocumentIdRequire
 from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
+    archive_filename,
     bearer_token,
     document_id_from,
+    document_ids_from,
     json_object,
     optional_string,
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+
+# A list of many ids may be longer than the API's other bodies.
+ARCHIVE_BODY_BYTES = 1024 * 1024
+# The body length given to a stream whose length is not known (deflated archives): never reached.
+UNKNOWN_LENGTH = 1 << 62
 
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
@@ -69,6 +79,8 @@ class Endpoints:
     cache_control: str
     public_url: str | None
     accel: AccelRedirect | None = None
+    archives: ArchiveService | None = None
+    archive_links: ArchiveLinkSigner | None = None
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
         default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
@@ -84,11 +96,12 @@ class Endpoints:
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
             Route("/links/{document_id:path}", Handler(self.download_link, download), methods=get),
             Route("/download", Handler(self.presign, presign), methods=["POST"]),
+            Route("/download/zip", Handler(self.archive_link, presign), methods=["POST"]),
+            Route("/archives/{filename}", Handler(self.archive, download), methods=get),
             Route("/download", Handler(self.missing_id, download), methods=get),
             Route(
                 "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
             ),
-            Route("/healthz", Handler(self.health), methods=["GET"]),
             Route("/openapi.json", Handler(self.openapi), methods=["GET"]),
         ]
 
@@ -135,6 +148,44 @@ class Endpoints:
         base_url = self.public_url or self.base_url(request)
         url = await self.documents.presigned_url(document_id, caller, base_url)
         return ok({"download_url": url})
+
+    async def archive_link(self, request: Request) -> Response:
+        caller = self.caller(request)  # the token is checked before anything else
+        assert self.archives is not None
+        body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
+        document_ids = document_ids_from(body.get("document_ids"))
+        filename = archive_filename(body.get("filename"))
+        base_url = self.public_url or self.base_url(request)
+        url = await self.archives.link(document_ids, filename, caller, base_url)
+        return ok({"download_url": url})
+
+    async def archive(self, request: Request) -> Response:
+        """An archive's link: every document checked again, then the ZIP streamed. Range is
+        ignored (Accept-Ranges: none): the archive is made anew on every GET."""
+        assert self.archives is not None and self.archive_links is not None
+        filename = request.path_params["filename"]
+        query = request.query_params
+        grant = self.archive_links.verify(
+            filename, query.get("ids"), query.get("expires"), query.get("signature")
+        )
+        archive = await self.archives.open(grant)
+        headers = {
+            "content-type": "application/zip",
+            "content-disposition": content_disposition(filename),
+            "cache-control": self.cache_control,
+            "x-content-type-options": "nosniff",
+            "accept-ranges": "none",
+        }
+        if archive.length is not None:
+            headers["content-length"] = str(archive.length)
+        return DownloadResponse(
+            self.archives.chunks(archive),
+            status_code=200,
+            headers=headers,
+            length=archive.length if archive.length is not None else UNKNOWN_LENGTH,
+            stats=self.stats,
+            label=f"archive {filename!r} of {len(archive.entries)} documents",
+        )
 
     def base_url(self, request: Request) -> str:
         """Starlette's ``request.base_url`` as text, remembered for what it is made of."""
@@ -206,6 +257,3 @@ class Endpoints:
 
     async def openapi(self, request: Request) -> Response:
         return Response(openapi_json(), media_type="application/json")
-
-    async def health(self, request: Request) -> Response:
-        return ok({"status": "ok", **asdict(self.stats)})
