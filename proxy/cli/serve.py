@@ -13,6 +13,7 @@ from proxy.catalog.errors import CatalogUnavailable
 from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
 from proxy.runtime.malloc import tune_malloc
+from proxy.runtime.redaction import install_redaction
 from proxy.server.factory import protocol_factory
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
@@ -73,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         # A backstop only: each connection resets itself once shutdown_timeout has passed.
         timeout_graceful_shutdown=limits.shutdown_timeout + 2,  # type: ignore[arg-type]
     )
+    install_redaction()  # on the handlers uvicorn.Config has just set up in this process
     sock = listen_socket(host, port)
     # uvicorn says where it listens only when it binds the socket itself.
     logging.getLogger("uvicorn.error").info(

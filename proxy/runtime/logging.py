@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 
+from proxy.runtime.redaction import install_redaction
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 logger = logging.getLogger("docproxy")
 
 
 def configure_logging(level: str) -> logging.StreamHandler | None:  # type: ignore[type-arg]
-    """Give the ``docproxy`` logger a stderr handler (once per process) and set its level.
+    """Give the ``docproxy`` logger a stderr handler (once per process) and set its level,
+    and put the credential filter on every handler the process has (uvicorn's included).
 
     Returns the handler when this call made it, None when the logger had one already.
     """
@@ -21,4 +24,5 @@ def configure_logging(level: str) -> logging.StreamHandler | None:  # type: igno
         logger.addHandler(made)
         logger.propagate = False
     logger.setLevel(level.upper())
+    install_redaction()
     return made
