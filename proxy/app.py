@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         revocations=revocations,
+        state=state,
         accel=AccelRedirect.from_settings(settings),
         archives=ArchiveService(documents, archive_links, settings.zip),
         archive_links=archive_links,

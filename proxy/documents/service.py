@@ -203,6 +203,22 @@ class DocumentService:
         self.presigned.put(cache_key, url)
         return url
 
+    async def own_link(
+        self,
+        document_id: str,
+        caller: Caller,
+        proxy_base_url: str,
+        *,
+        expires_in: int | None,
+        max_uses: int | None,
+    ) -> str:
+        """docproxy's own link, whatever the store, with its own expiry and number of uses;
+        never reused: each makes a link with a count of its own."""
+        await self.inspect(await self.locate_document(document_id, caller))
+        return self.links.sign(
+            proxy_base_url, document_id, expires_in=expires_in, max_uses=max_uses
+        )
+
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
         the first chunk is asked for, so a response that never iterates never touches the store."""

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.errors import Unauthorized
-from proxy.auth.links import LinkSigner
+from proxy.auth.links import LimitedLink, LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
 from proxy.documents.archive import ArchiveService
@@ -31,10 +31,12 @@ from proxy.http.requests import (
     document_id_from,
     document_ids_from,
     json_object,
+    optional_integer,
     optional_string,
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
 
 # A list of many ids may be longer than the API's other bodies.
@@ -42,6 +44,8 @@ ARCHIVE_BODY_BYTES = 1024 * 1024
 # The body length given to a stream whose length is not known (deflated archives): never reached.
 UNKNOWN_LENGTH = 1 << 62
 
+# The most uses a limited link may allow (its count is a ten-digit decimal in the link).
+MAX_DOWNLOADS = 1_000_000_000
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
 BASE_URLS_KEPT = 256
@@ -79,6 +83,7 @@ class Endpoints:
     cache_control: str
     public_url: str | None
     revocations: WatchedRevocations
+    state: StateStore
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
@@ -154,9 +159,17 @@ class Endpoints:
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
-        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
+        body = body or {}
+        document_id = self.check_document(document_id_from(body.get("document_id")))
+        expires_in = optional_integer(body, "expires_in", 1, self.links.ttl)
+        max_uses = optional_integer(body, "max_downloads", 1, MAX_DOWNLOADS)
         base_url = self.public_url or self.base_url(request)
-        url = await self.documents.presigned_url(document_id, caller, base_url)
+        if expires_in is None and max_uses is None:
+            url = await self.documents.presigned_url(document_id, caller, base_url)
+        else:
+            url = await self.documents.own_link(
+                document_id, caller, base_url, expires_in=expires_in, max_uses=max_uses
+            )
         return ok({"download_url": url})
 
     async def archive_link(self, request: Request) -> Response:
@@ -226,12 +239,40 @@ class Endpoints:
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
-        self.links.verify(
-            document_id, request.query_params.get("expires"), request.query_params.get("signature")
+        query = request.query_params
+        limit = self.links.verify(
+            document_id,
+            query.get("expires"),
+            query.get("signature"),
+            uses=query.get("uses"),
+            link_id=query.get("link"),
         )
         document_id = self.check_document(document_id_from(document_id))
         resolved = await self.documents.resolve_document(document_id, None)
+        if limit is not None:
+            await self.count_use(request, resolved, limit)
         return self.send(request, resolved)
+
+    async def count_use(
+        self, request: Request, resolved: ResolvedDocument, limit: LimitedLink
+    ) -> None:
+        """A GET whose body starts at byte 0 is a use, counted atomically in the shared state;
+        past the limit it is refused. A range starting later resumes a use: served, not
+        counted, while the link has been used and not past its limit (HEAD and 304 alike,
+        without the first condition)."""
+        selection = select_response(
+            request.method, request.headers, Validators.of(resolved.info), resolved.info.size
+        )
+        key = f"link:{limit.link_id}"
+        sends_body = request.method == "GET" and selection.status != 304
+        if sends_body and (selection.byte_range is None or selection.byte_range.start == 0):
+            uses = await self.state.increment(key, limit.expires)
+        else:
+            uses = await self.state.count(key)
+            if sends_body and uses == 0:
+                raise Unauthorized()  # a resume of nothing
+        if uses > limit.max_uses:
+            raise Unauthorized()
 
     def send(self, request: Request, resolved: ResolvedDocument) -> Response:
         """The whole object (200), one range of it (206) or nothing new (304); HEAD alike."""
