@@ -14,6 +14,7 @@ from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
 from proxy.runtime.logging import uvicorn_log_config
 from proxy.runtime.malloc import tune_malloc
+from proxy.runtime.redaction import install_redaction
 from proxy.server.factory import protocol_factory
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
@@ -79,6 +80,7 @@ def serve(args: argparse.Namespace) -> int:
         # A backstop only: each connection resets itself once shutdown_timeout has passed.
         timeout_graceful_shutdown=limits.shutdown_timeout + 2,  # type: ignore[arg-type]
     )
+    install_redaction()  # on the handlers uvicorn.Config has just set up in this process
     if catalog_down and log_format == "json":  # uvicorn's logging is set up by now
         logging.getLogger("uvicorn.error").warning(catalog_down)
     sock = listen_socket(host, port)

@@ -34,6 +34,7 @@ from proxy.http.errors import (
     InvalidRequest,
     answer_for,
 )
+from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
     archive_filename,
@@ -45,6 +46,7 @@ from proxy.http.requests import (
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.state.watch import WatchedRevocations
 
 # A list of many ids may be longer than the API's other bodies.
 ARCHIVE_BODY_BYTES = 1024 * 1024
@@ -92,6 +94,7 @@ class Endpoints:
     stats: DownloadStats
     cache_control: str
     public_url: str | None
+    revocations: WatchedRevocations
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
@@ -104,6 +107,7 @@ class Endpoints:
         # Downloads first: the router tries routes in order, and each miss costs a regex match.
         # "/download/" (empty id) is a download too: its id fails the check with the API's 435.
         get = ["GET", "HEAD"]
+        openapi_json()  # read at start: a broken description stops the start, not a request
         download, presign, token = Action.DOWNLOAD, Action.PRESIGN, Action.TOKEN
         return [
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
@@ -115,14 +119,26 @@ class Endpoints:
             Route(
                 "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
             ),
+            Route("/openapi.json", Handler(self.openapi), methods=["GET"]),
         ]
 
     def caller(self, request: Request) -> Caller:
         token = bearer_token(request.headers.get("authorization"))
         try:
-            return self.tokens.verify(token)
+            caller = self.tokens.verify(token)
         except Unauthorized as exc:
             raise BearerRefused(headers=INVALID_TOKEN) from exc
+        if self.revocations.current.refuses_token(
+            caller.client_id, caller.token_id, caller.issued_at
+        ):
+            raise BearerRefused(headers=INVALID_TOKEN)
+        return caller
+
+    def check_document(self, document_id: str) -> str:
+        """The id, unless an operator revoked the document (403 on every endpoint)."""
+        if self.revocations.current.refuses_document(document_id):
+            raise Unauthorized()
+        return document_id
 
     async def generate_token(self, request: Request) -> Response:
         body = await json_object(request)
@@ -174,7 +190,7 @@ class Endpoints:
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
-        document_id = document_id_from((body or {}).get("document_id"))
+        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
         base_url = self.public_url or self.base_url(request)
         if not audit.enabled():
             url, _ = await self.documents.presign(document_id, caller, base_url)
@@ -252,7 +268,7 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
-        document_id = document_id_from(request.path_params["document_id"])
+        document_id = self.check_document(document_id_from(request.path_params["document_id"]))
         return await self.resolve_and_send(request, document_id, caller)
 
     async def download_link(self, request: Request) -> Response:
@@ -260,7 +276,8 @@ class Endpoints:
         self.links.verify(
             document_id, request.query_params.get("expires"), request.query_params.get("signature")
         )
-        return await self.resolve_and_send(request, document_id_from(document_id), None)
+        document_id = self.check_document(document_id_from(document_id))
+        return await self.resolve_and_send(request, document_id, None)
 
     async def resolve_and_send(
         self, request: Request, document_id: str, caller: Caller | None
@@ -311,3 +328,6 @@ class Endpoints:
             label=repr(resolved.document.id),
             trail=trail and {**trail, "range": headers.get("content-range")},
         )
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_json(), media_type="application/json")

@@ -9,6 +9,8 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+from proxy.runtime.redaction import install_redaction
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
 
@@ -70,7 +72,8 @@ def formatter(log_format: str) -> logging.Formatter:
 
 
 def configure_logging(level: str, log_format: str = "text") -> logging.StreamHandler | None:  # type: ignore[type-arg]
-    """Give the ``docproxy`` logger a stderr handler (once per process) and set its level.
+    """Give the ``docproxy`` logger a stderr handler (once per process) and set its level,
+    and put the credential filter on every handler the process has (uvicorn's included).
 
     Returns the handler when this call made it as plain text, else None (a JSON line is never
     written by the download line's shortcut, ``proxy.http.accesslog``).
@@ -83,6 +86,7 @@ def configure_logging(level: str, log_format: str = "text") -> logging.StreamHan
     for handler in logger.handlers:
         handler.setFormatter(formatter(log_format))
     logger.setLevel(level.upper())
+    install_redaction()
     return made if log_format == "text" else None
 
 
