@@ -24,6 +24,7 @@ from proxy.http.accel import AccelRedirect
 from proxy.http.conditional import Validators, select_response
 from proxy.http.envelope import error_response, ok
 from proxy.http.errors import ANSWERED, Action, BearerRefused, DocumentIdRequired, InvalidRequest
+from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
     archive_filename,
@@ -91,6 +92,7 @@ class Endpoints:
         # Downloads first: the router tries routes in order, and each miss costs a regex match.
         # "/download/" (empty id) is a download too: its id fails the check with the API's 435.
         get = ["GET", "HEAD"]
+        openapi_json()  # read at start: a broken description stops the start, not a request
         download, presign, token = Action.DOWNLOAD, Action.PRESIGN, Action.TOKEN
         return [
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
@@ -102,6 +104,7 @@ class Endpoints:
             Route(
                 "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
             ),
+            Route("/openapi.json", Handler(self.openapi), methods=["GET"]),
         ]
 
     def caller(self, request: Request) -> Caller:
@@ -163,7 +166,7 @@ class Endpoints:
         caller = self.caller(request)  # the token is checked before anything else
         assert self.archives is not None
         body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
-        document_ids = document_ids_from(body.get("document_ids"))
+        document_ids = [self.check_document(i) for i in document_ids_from(body.get("document_ids"))]
         filename = archive_filename(body.get("filename"))
         base_url = self.public_url or self.base_url(request)
         url = await self.archives.link(document_ids, filename, caller, base_url)
@@ -178,6 +181,8 @@ class Endpoints:
         grant = self.archive_links.verify(
             filename, query.get("ids"), query.get("expires"), query.get("signature")
         )
+        for document_id in grant.document_ids:
+            self.check_document(document_id)  # revoked after the link was made
         archive = await self.archives.open(grant)
         headers = {
             "content-type": "application/zip",
@@ -265,3 +270,6 @@ class Endpoints:
             stats=self.stats,
             label=repr(resolved.document.id),
         )
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_json(), media_type="application/json")
