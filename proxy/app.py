@@ -103,7 +103,9 @@ def create_app(settings: Settings) -> Starlette:
         public_url=settings.server.public_url,
         revocations=revocations,
         accel=AccelRedirect.from_settings(settings),
-        archives=ArchiveService(documents, archive_links, settings.zip),
+        archives=ArchiveService(
+            documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
+        ),
         archive_links=archive_links,
     )
     readiness = Readiness(catalog, router.backends, settings.health)

@@ -43,7 +43,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+
+    from proxy.server.supervisor import DrainingMultiprocess  # imports uvicorn's supervisors
 
     path = config_path(args.config)
     settings = load_settings(path)  # refuse a bad config before uvicorn starts
@@ -93,7 +94,7 @@ def serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         if config.workers > 1:
-            Multiprocess(config, sockets=[sock]).run()
+            DrainingMultiprocess(config, sockets=[sock]).run()
             return 0
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on

@@ -211,7 +211,7 @@ class Endpoints:
         caller = self.caller(request)  # the token is checked before anything else
         assert self.archives is not None
         body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
-        document_ids = document_ids_from(body.get("document_ids"))
+        document_ids = [self.check_document(i) for i in document_ids_from(body.get("document_ids"))]
         filename = archive_filename(body.get("filename"))
         base_url = self.public_url or self.base_url(request)
         url = await self.archives.link(document_ids, filename, caller, base_url)
@@ -226,6 +226,8 @@ class Endpoints:
         grant = self.archive_links.verify(
             filename, query.get("ids"), query.get("expires"), query.get("signature")
         )
+        for document_id in grant.document_ids:
+            self.check_document(document_id)  # revoked after the link was made
         archive = await self.archives.open(grant)
         headers = {
             "content-type": "application/zip",
