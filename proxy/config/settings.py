@@ -118,6 +118,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Requests per minute for each (client id, subject) pair; None: no limit."""
+
+    downloads_per_minute: int | None = None
+    presigns_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthConfig:
     timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
     interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
@@ -141,6 +149,7 @@ class Settings:
     storage: StorageConfig
     download: DownloadConfig
     state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
@@ -164,6 +173,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
         state=_state(root.section("state")),
+        limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
         zip=_zip(root.section("zip")),
         source=source,
@@ -324,6 +334,17 @@ def _state(s: Section) -> StateConfig:
             redis_url=redis_url,
             key_prefix=s.string("key_prefix"),
             path=s.string("path") or None,
+        )
+    )
+    s.finish()
+    return config
+
+
+def _limits(s: Section) -> LimitsConfig:
+    config = LimitsConfig(
+        **given(
+            downloads_per_minute=s.integer("downloads_per_minute", minimum=1),
+            presigns_per_minute=s.integer("presigns_per_minute", minimum=1),
         )
     )
     s.finish()
