@@ -27,6 +27,7 @@ from proxy.health.readiness import Readiness
 from proxy.health.routes import health_routes
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
+from proxy.http.cors import cors_middleware
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
@@ -135,7 +136,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[Middleware(QuietStartupFailure)],
+        middleware=[Middleware(QuietStartupFailure), *cors_middleware(settings.cors)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
