@@ -11,8 +11,9 @@ from proxy.config.settings import CorsConfig
 from proxy.http.envelope import envelope
 
 # What a page's script may read of a download: the name the file is saved as, and which bytes
-# of how many it holds (Content-Length is safelisted by browsers already; named for older ones).
-EXPOSED_HEADERS = ("Content-Disposition", "Content-Length", "Content-Range")
+# of how many it holds (Content-Length is safelisted by browsers already; named for older ones),
+# and the request id a support ticket can quote.
+EXPOSED_HEADERS = ("Content-Disposition", "Content-Length", "Content-Range", "X-Request-ID")
 
 
 class EnvelopedCORS(CORSMiddleware):

@@ -170,7 +170,7 @@ def test_a_download_exposes_its_name_to_scripts(service, pages):
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == listed.origin
     exposed = {h.lower() for h in response.headers["access-control-expose-headers"].split(", ")}
-    assert {"content-disposition", "content-length", "content-range"} <= exposed
+    assert {"content-disposition", "content-length", "content-range", "x-request-id"} <= exposed
 
 
 def test_without_listed_origins_there_is_no_cors(make_service):
