@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         revocations=revocations,
+        state=state,
         accel=AccelRedirect.from_settings(settings),
         archives=ArchiveService(
             documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
