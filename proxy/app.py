@@ -25,9 +25,11 @@ from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats
 from proxy.health.readiness import Readiness
 from proxy.health.routes import health_routes
+from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
+from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
 from proxy.runtime.logging import configure_logging
@@ -72,9 +74,10 @@ class QuietStartupFailure:
 
 
 def create_app(settings: Settings) -> Starlette:
-    handler = configure_logging(settings.server.log_level)
-    if handler is not None:
-        use_direct_handler(handler)
+    handler = configure_logging(settings.server.log_level, settings.server.log_format)
+    if handler is not None or settings.server.log_format == "json":
+        use_direct_handler(handler)  # None for JSON: the download line through its formatter
+    audit.enable(settings.server.audit_log)
     use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
@@ -137,7 +140,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[Middleware(QuietStartupFailure)],
+        middleware=[Middleware(QuietStartupFailure), Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

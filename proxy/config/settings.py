@@ -39,6 +39,8 @@ class ServerConfig:
     workers: int = 1
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, uvicorn's lines included
+    audit_log: bool = False  # one docproxy.audit event per token, presigned URL and download
     access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
     limits: ServerLimits = field(default_factory=ServerLimits)  # read by proxy.server.config
 
@@ -145,6 +147,7 @@ class Settings:
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
@@ -183,6 +186,8 @@ def _server(s: Section) -> ServerConfig:
             workers=s.integer("workers", minimum=1),
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
+            log_format=s.string("log_format", choices=LOG_FORMATS),
+            audit_log=s.boolean("audit_log"),
             access_log=s.boolean("access_log"),
             limits=parse_limits(s),
         )

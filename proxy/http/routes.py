@@ -3,8 +3,10 @@ answers them from the one table in ``proxy.http.errors``."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,10 +22,18 @@ from proxy.documents.archive import ArchiveService
 from proxy.documents.disposition import content_disposition
 from proxy.documents.service import DocumentService, ResolvedDocument
 from proxy.documents.stats import DownloadStats
+from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.conditional import Validators, select_response
 from proxy.http.envelope import error_response, ok
-from proxy.http.errors import ANSWERED, Action, BearerRefused, DocumentIdRequired, InvalidRequest
+from proxy.http.errors import (
+    ANSWERED,
+    Action,
+    BearerRefused,
+    DocumentIdRequired,
+    InvalidRequest,
+    answer_for,
+)
 from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
@@ -47,6 +57,11 @@ UNKNOWN_LENGTH = 1 << 62
 # client's to choose.
 BASE_URLS_KEPT = 256
 TOKEN_HEADERS = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def remote(request: Request) -> str | None:
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 class Handler:
@@ -143,7 +158,25 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
-        token = self.tokens.issue(token_request)
+        token_id = uuid.uuid4().hex
+        try:
+            token = self.tokens.issue(token_request, token_id=token_id)
+        except Unauthorized:
+            if audit.enabled():
+                fields = {"client": token_request.client_id, "remote": remote(request)}
+                audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
+            raise
+        if audit.enabled():
+            user = token_request.email or token_request.client_id
+            fields = {
+                "client": token_request.client_id,
+                "subject": user,
+                "group": token_request.group_name,
+                "token_id": token_id,
+                "remote": remote(request),
+                "outcome": "issued",
+            }
+            audit.record("token.issued", "token issued", fields)
         # RFC 6749, section 5.1: a response carrying a token is never stored by a cache.
         return ok(
             {
@@ -159,7 +192,19 @@ class Endpoints:
         body = await json_object(request)
         document_id = self.check_document(document_id_from((body or {}).get("document_id")))
         base_url = self.public_url or self.base_url(request)
-        url = await self.documents.presigned_url(document_id, caller, base_url)
+        if not audit.enabled():
+            url, _ = await self.documents.presign(document_id, caller, base_url)
+            return ok({"download_url": url})
+        fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
+        try:
+            url, backend = await self.documents.presign(document_id, caller, base_url)
+        except ANSWERED as exc:
+            outcome = f"refused {answer_for(exc, Action.PRESIGN).status}"
+            audit.record("presign", "presign refused", {**fields, "outcome": outcome})
+            raise
+        audit.record(
+            "presign", "presigned URL", {**fields, "backend": backend, "outcome": "issued"}
+        )
         return ok({"download_url": url})
 
     async def archive_link(self, request: Request) -> Response:
@@ -226,8 +271,7 @@ class Endpoints:
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
         document_id = self.check_document(document_id_from(request.path_params["document_id"]))
-        resolved = await self.documents.resolve_document(document_id, caller)
-        return self.send(request, resolved)
+        return await self.resolve_and_send(request, document_id, caller)
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
@@ -235,10 +279,25 @@ class Endpoints:
             document_id, request.query_params.get("expires"), request.query_params.get("signature")
         )
         document_id = self.check_document(document_id_from(document_id))
-        resolved = await self.documents.resolve_document(document_id, None)
-        return self.send(request, resolved)
+        return await self.resolve_and_send(request, document_id, None)
 
-    def send(self, request: Request, resolved: ResolvedDocument) -> Response:
+    async def resolve_and_send(
+        self, request: Request, document_id: str, caller: Caller | None
+    ) -> Response:
+        if not audit.enabled():
+            return self.send(request, await self.documents.resolve_document(document_id, caller))
+        fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
+        try:
+            resolved = await self.documents.resolve_document(document_id, caller)
+        except ANSWERED as exc:
+            outcome = f"refused {answer_for(exc, Action.DOWNLOAD).status}"
+            audit.record("download", "download refused", {**fields, "outcome": outcome})
+            raise
+        return self.send(request, resolved, {**fields, "backend": resolved.backend.name})
+
+    def send(
+        self, request: Request, resolved: ResolvedDocument, trail: dict[str, Any] | None = None
+    ) -> Response:
         """The whole object (200), one range of it (206) or nothing new (304); HEAD alike."""
         size = resolved.info.size
         validators = Validators.of(resolved.info)
@@ -269,6 +328,7 @@ class Endpoints:
             length=stop - start,
             stats=self.stats,
             label=repr(resolved.document.id),
+            trail=trail and {**trail, "range": headers.get("content-range")},
         )
 
     async def openapi(self, request: Request) -> Response:
