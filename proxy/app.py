@@ -28,6 +28,7 @@ from proxy.health.routes import health_routes
 from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
+from proxy.http.cors import cors_middleware
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
@@ -144,7 +145,11 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[Middleware(QuietStartupFailure), Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(QuietStartupFailure),
+            Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
+            *cors_middleware(settings.cors),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
