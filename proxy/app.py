@@ -30,6 +30,7 @@ from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
+from proxy.limits.logins import FailedLogins
 from proxy.runtime.logging import configure_logging
 
 logger = logging.getLogger("docproxy")
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
     archive_links = ArchiveLinkSigner(settings.presign)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        failed_logins=FailedLogins.from_config(settings.auth),
         links=links,
         documents=documents,
         stats=stats,

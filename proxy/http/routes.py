@@ -23,7 +23,14 @@ from proxy.documents.stats import DownloadStats
 from proxy.http.accel import AccelRedirect
 from proxy.http.conditional import Validators, select_response
 from proxy.http.envelope import error_response, ok
-from proxy.http.errors import ANSWERED, Action, BearerRefused, DocumentIdRequired, InvalidRequest
+from proxy.http.errors import (
+    ANSWERED,
+    Action,
+    BearerRefused,
+    DocumentIdRequired,
+    InvalidRequest,
+    TooManyFailedLogins,
+)
 from proxy.http.requests import (
     INVALID_TOKEN,
     archive_filename,
@@ -35,6 +42,7 @@ from proxy.http.requests import (
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.limits.logins import FailedLogins
 
 # A list of many ids may be longer than the API's other bodies.
 ARCHIVE_BODY_BYTES = 1024 * 1024
@@ -80,6 +88,7 @@ class Endpoints:
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
+    failed_logins: FailedLogins = field(default_factory=lambda: FailedLogins(None))
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
         default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
@@ -127,7 +136,16 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
-        token = self.tokens.issue(token_request)
+        # Checked before the secret, so that a blocked guess learns nothing from the answer.
+        address = request.client.host if request.client is not None else None
+        wait = await self.failed_logins.retry_after(token_request.client_id, address)
+        if wait is not None:
+            raise TooManyFailedLogins(headers={"retry-after": str(wait)})
+        try:
+            token = self.tokens.issue(token_request)
+        except Unauthorized:
+            await self.failed_logins.failed(token_request.client_id, address)
+            raise
         # RFC 6749, section 5.1: a response carrying a token is never stored by a cache.
         return ok(
             {
