@@ -22,7 +22,7 @@ def run(coroutine):
 def test_the_limit_blocks_until_the_oldest_event_leaves_the_window():
     clock = Clock()
     limiter = SlidingWindowLimiter(3, 60, clock=clock)
-    for step in range(3):
+    for _ in range(3):
         assert run(limiter.retry_after(["a"])) is None
         run(limiter.hit(["a"]))
         clock.now += 10  # events at 1000, 1010, 1020
