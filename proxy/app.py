@@ -32,6 +32,8 @@ from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
 from proxy.limits.logins import FailedLogins
 from proxy.runtime.logging import configure_logging
+from proxy.state.registry import state_store
+from proxy.state.watch import WatchedRevocations
 
 logger = logging.getLogger("docproxy")
 
@@ -79,6 +81,8 @@ def create_app(settings: Settings) -> Starlette:
     router = build_router(settings)
     links = LinkSigner(settings.presign)
     stats = DownloadStats()
+    state = state_store(settings)
+    revocations = WatchedRevocations(state)
     documents = DocumentService(
         catalog,
         router,
@@ -96,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
         stats=stats,
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
+        revocations=revocations,
         accel=AccelRedirect.from_settings(settings),
         archives=ArchiveService(documents, archive_links, settings.zip),
         archive_links=archive_links,
@@ -110,6 +115,7 @@ def create_app(settings: Settings) -> Starlette:
             await router.open()
             # A wrong mapping refuses to start; a database that is merely down does not.
             await catalog.open()
+            await state.open()
         except Exception as exc:
             logger.error("docproxy cannot start: %s: %s", type(exc).__name__, exc)
             raise StartupFailed(str(exc)) from exc
@@ -119,10 +125,13 @@ def create_app(settings: Settings) -> Starlette:
                 "library (Debian and Ubuntu: libmagic1)",
                 problem,
             )
+        await revocations.start()
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield
         finally:
+            await revocations.stop()
+            await state.close()
             await catalog.disconnect()
             await router.close()
 

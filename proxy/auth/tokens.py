@@ -45,6 +45,8 @@ class Caller:
     group_name: str | None
     fingerprint: str | None
     token_id: str
+    issued_at: float = 0.0  # the token's iat: revoking a client refuses what it had before
+    subject: str = ""  # the token's sub: per-caller limits count (client_id, subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,8 @@ class TokenAuthority:
             group_name=_claim_str(claims, "group_name"),
             fingerprint=_claim_str(claims, "fingerprint"),
             token_id=_claim_str(claims, "jti") or "",
+            issued_at=_claim_number(claims, "iat"),
+            subject=_claim_str(claims, "sub") or "",
         )
         return _Checked(claims, caller)
 
@@ -182,3 +186,11 @@ def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise Unauthorized()
     return value
+
+
+def _claim_number(claims: Mapping[str, Any], name: str) -> float:
+    """A numeric claim, 0 when absent; the claims check refuses a token without it."""
+    value = claims.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthorized()
+    return float(value)

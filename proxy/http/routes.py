@@ -43,6 +43,7 @@ from proxy.http.requests import (
 )
 from proxy.http.streaming import DownloadResponse
 from proxy.limits.logins import FailedLogins
+from proxy.state.watch import WatchedRevocations
 
 # A list of many ids may be longer than the API's other bodies.
 ARCHIVE_BODY_BYTES = 1024 * 1024
@@ -85,6 +86,7 @@ class Endpoints:
     stats: DownloadStats
     cache_control: str
     public_url: str | None
+    revocations: WatchedRevocations
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
@@ -114,9 +116,20 @@ class Endpoints:
     def caller(self, request: Request) -> Caller:
         token = bearer_token(request.headers.get("authorization"))
         try:
-            return self.tokens.verify(token)
+            caller = self.tokens.verify(token)
         except Unauthorized as exc:
             raise BearerRefused(headers=INVALID_TOKEN) from exc
+        if self.revocations.current.refuses_token(
+            caller.client_id, caller.token_id, caller.issued_at
+        ):
+            raise BearerRefused(headers=INVALID_TOKEN)
+        return caller
+
+    def check_document(self, document_id: str) -> str:
+        """The id, unless an operator revoked the document (403 on every endpoint)."""
+        if self.revocations.current.refuses_document(document_id):
+            raise Unauthorized()
+        return document_id
 
     async def generate_token(self, request: Request) -> Response:
         body = await json_object(request)
@@ -159,7 +172,7 @@ class Endpoints:
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
-        document_id = document_id_from((body or {}).get("document_id"))
+        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
         base_url = self.public_url or self.base_url(request)
         url = await self.documents.presigned_url(document_id, caller, base_url)
         return ok({"download_url": url})
@@ -225,7 +238,7 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
-        document_id = document_id_from(request.path_params["document_id"])
+        document_id = self.check_document(document_id_from(request.path_params["document_id"]))
         resolved = await self.documents.resolve_document(document_id, caller)
         return self.send(request, resolved)
 
@@ -234,7 +247,8 @@ class Endpoints:
         self.links.verify(
             document_id, request.query_params.get("expires"), request.query_params.get("signature")
         )
-        resolved = await self.documents.resolve_document(document_id_from(document_id), None)
+        document_id = self.check_document(document_id_from(document_id))
+        resolved = await self.documents.resolve_document(document_id, None)
         return self.send(request, resolved)
 
     def send(self, request: Request, resolved: ResolvedDocument) -> Response:
