@@ -48,7 +48,7 @@ def service(make_module_service, tmp_path_factory):
                             HASHED_CLIENT_SECRET.encode()
                         ).hexdigest(),
                     },
-                ]
+                ],
             }
         }
     )
