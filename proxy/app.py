@@ -33,6 +33,7 @@ from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
+from proxy.limits.logins import FailedLogins
 from proxy.runtime.logging import configure_logging
 from proxy.state.registry import state_store
 from proxy.state.watch import WatchedRevocations
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
     archive_links = ArchiveLinkSigner(settings.presign)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        failed_logins=FailedLogins.from_config(settings.auth),
         links=links,
         documents=documents,
         stats=stats,

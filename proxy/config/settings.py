@@ -61,6 +61,10 @@ class AuthConfig:
     token_ttl: int = 3600
     leeway: int = 0
     clients: tuple[ClientConfig, ...] = ()
+    # Failed logins per client id and per remote address within the window, after which the
+    # token endpoint answers 429 (0: no limit).
+    max_failed_logins: int = 5
+    failed_login_window: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +323,8 @@ def _auth(s: Section) -> AuthConfig:
             token_ttl=s.integer("token_ttl", minimum=1),
             leeway=s.integer("leeway", minimum=0),
             clients=tuple(clients),
+            max_failed_logins=s.integer("max_failed_logins", minimum=0),
+            failed_login_window=s.integer("failed_login_window", minimum=1),
         )
     )
     s.finish()

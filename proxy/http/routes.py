@@ -32,6 +32,7 @@ from proxy.http.errors import (
     BearerRefused,
     DocumentIdRequired,
     InvalidRequest,
+    TooManyFailedLogins,
     answer_for,
 )
 from proxy.http.openapi import openapi_json
@@ -47,6 +48,7 @@ from proxy.http.requests import (
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.limits.logins import FailedLogins
 from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
 
@@ -103,6 +105,7 @@ class Endpoints:
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
+    failed_logins: FailedLogins = field(default_factory=lambda: FailedLogins(None))
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
         default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
@@ -163,12 +166,18 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
+        # Checked before the secret, so that a blocked guess learns nothing from the answer.
+        address = remote(request)
+        wait = await self.failed_logins.retry_after(token_request.client_id, address)
+        if wait is not None:
+            raise TooManyFailedLogins(headers={"retry-after": str(wait)})
         token_id = uuid.uuid4().hex
         try:
             token = self.tokens.issue(token_request, token_id=token_id)
         except Unauthorized:
+            await self.failed_logins.failed(token_request.client_id, address)
             if audit.enabled():
-                fields = {"client": token_request.client_id, "remote": remote(request)}
+                fields = {"client": token_request.client_id, "remote": address}
                 audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
             raise
         if audit.enabled():
@@ -178,7 +187,7 @@ class Endpoints:
                 "subject": user,
                 "group": token_request.group_name,
                 "token_id": token_id,
-                "remote": remote(request),
+                "remote": address,
                 "outcome": "issued",
             }
             audit.record("token.issued", "token issued", fields)
