@@ -25,12 +25,17 @@ from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats
 from proxy.health.readiness import Readiness
 from proxy.health.routes import health_routes
+from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
+from proxy.http.cors import cors_middleware
 from proxy.http.envelope import EXCEPTION_HANDLERS
+from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
+from proxy.limits.logins import FailedLogins
 from proxy.runtime.logging import configure_logging
+from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
 from proxy.state.watch import WatchedRevocations
 
@@ -72,9 +77,10 @@ class QuietStartupFailure:
 
 
 def create_app(settings: Settings) -> Starlette:
-    handler = configure_logging(settings.server.log_level)
-    if handler is not None:
-        use_direct_handler(handler)
+    handler = configure_logging(settings.server.log_level, settings.server.log_format)
+    if handler is not None or settings.server.log_format == "json":
+        use_direct_handler(handler)  # None for JSON: the download line through its formatter
+    audit.enable(settings.server.audit_log)
     use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
@@ -93,12 +99,16 @@ def create_app(settings: Settings) -> Starlette:
     archive_links = ArchiveLinkSigner(settings.presign)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        failed_logins=FailedLogins.from_config(settings.auth),
         links=links,
         documents=documents,
         stats=stats,
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         revocations=revocations,
+        state=state,
+        downloads=CallerBudget(state, "downloads", settings.limits.downloads_per_minute),
+        presigns=CallerBudget(state, "presigns", settings.limits.presigns_per_minute),
         accel=AccelRedirect.from_settings(settings),
         archives=ArchiveService(
             documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
@@ -137,7 +147,11 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[Middleware(QuietStartupFailure)],
+        middleware=[
+            Middleware(QuietStartupFailure),
+            Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
+            *cors_middleware(settings.cors),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
