@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from backends.registry import backend_class, known_protocols
 from proxy.catalog.settings import CatalogConfig, parse_catalog
 from proxy.config.environment import substitute_env
 from proxy.config.section import Section, given
+from proxy.server.config import ServerLimits, parse_limits
 
 
 class ConfigError(Exception):
@@ -38,7 +40,10 @@ class ServerConfig:
     workers: int = 1
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, uvicorn's lines included
+    audit_log: bool = False  # one docproxy.audit event per token, presigned URL and download
     access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
+    limits: ServerLimits = field(default_factory=ServerLimits)  # read by proxy.server.config
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,10 @@ class AuthConfig:
     token_ttl: int = 3600
     leeway: int = 0
     clients: tuple[ClientConfig, ...] = ()
+    # Failed logins per client id and per remote address within the window, after which the
+    # token endpoint answers 429 (0: no limit).
+    max_failed_logins: int = 5
+    failed_login_window: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +107,52 @@ class AccelRedirectConfig:
 class DownloadConfig:
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
+    # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
+    send_timeout: float = 60.0
     accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where revocations, link uses and rate counters live: Redis when ``redis_url`` is set
+    (shared by every replica), else a SQLite file on this host."""
+
+    redis_url: str | None = None
+    key_prefix: str = "docproxy:"  # every Redis key and channel starts with it
+    path: str | None = None  # the SQLite file; left out: beside the SQLite catalog or config
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Requests per minute for each (client id, subject) pair; None: no limit."""
+
+    downloads_per_minute: int | None = None
+    presigns_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
+class ZipConfig:
+    """Archives of many documents (``POST /download/zip``)."""
+
+    max_documents: int = 1000
+    max_bytes: int = 16 * 1024**3  # the documents' total size, before any compression
+    compress: bool = False  # deflate entries; stored entries let the response carry a length
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """Web pages of other origins allowed to call the API from a browser (CORS)."""
+
+    allow_origins: tuple[str, ...] = ()  # none: no cross-origin page may call
+    allow_methods: tuple[str, ...] = ("GET", "HEAD", "POST")
+    allow_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Range")
+    max_age: int = 600  # seconds a browser may reuse a preflight's answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +163,16 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    zip: ZipConfig = field(default_factory=ZipConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
     source: str = "<memory>"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
@@ -128,6 +188,11 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        state=_state(root.section("state")),
+        limits=_limits(root.section("limits")),
+        health=_health(root.section("health")),
+        zip=_zip(root.section("zip")),
+        cors=_cors(root.section("cors")),
         source=source,
     )
     _check_accel_redirect(settings, root)
@@ -148,7 +213,69 @@ def _server(s: Section) -> ServerConfig:
             workers=s.integer("workers", minimum=1),
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
+            log_format=s.string("log_format", choices=LOG_FORMATS),
+            audit_log=s.boolean("audit_log"),
             access_log=s.boolean("access_log"),
+            limits=parse_limits(s),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
+        )
+    )
+    s.finish()
+    return config
+
+
+# scheme://host[:port], the host a name or a bracketed IPv6 address: what a browser sends.
+_ORIGIN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP method or header name
+CORS_METHODS = ("GET", "HEAD", "POST", "OPTIONS")
+
+
+def _strings(s: Section, key: str, check: Callable[[str], str | None]) -> tuple[str, ...] | None:
+    """A list of strings, each passed through ``check`` (which returns a problem or None)."""
+    raw = s.sequence(key)
+    if not s.has(key):
+        return None
+    values: list[str] = []
+    for index, value in enumerate(raw):
+        problem = check(value) if isinstance(value, str) else f"must be a string, not {value!r}"
+        if problem is not None:
+            s.error(f"{key}[{index}]", problem)
+        else:
+            values.append(value)
+    return tuple(values)
+
+
+def _origin(value: str) -> str | None:
+    if value == "*" or _ORIGIN.match(value):
+        return None
+    return f"must be an origin such as https://app.example.com (no path) or '*', not {value!r}"
+
+
+def _method(value: str) -> str | None:
+    return None if value in CORS_METHODS else f"must be one of {', '.join(CORS_METHODS)}"
+
+
+def _header(value: str) -> str | None:
+    return None if _TOKEN.match(value) else f"must be a header name, not {value!r}"
+
+
+def _cors(s: Section) -> CorsConfig:
+    config = CorsConfig(
+        **given(
+            allow_origins=_strings(s, "allow_origins", _origin),
+            allow_methods=_strings(s, "allow_methods", _method),
+            allow_headers=_strings(s, "allow_headers", _header),
+            max_age=s.integer("max_age", minimum=0),
         )
     )
     s.finish()
@@ -206,6 +333,8 @@ def _auth(s: Section) -> AuthConfig:
             token_ttl=s.integer("token_ttl", minimum=1),
             leeway=s.integer("leeway", minimum=0),
             clients=tuple(clients),
+            max_failed_logins=s.integer("max_failed_logins", minimum=0),
+            failed_login_window=s.integer("failed_login_window", minimum=1),
         )
     )
     s.finish()
@@ -255,7 +384,46 @@ def _download(s: Section) -> DownloadConfig:
         **given(
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _state(s: Section) -> StateConfig:
+    redis_url = s.string("redis_url") or None
+    if redis_url is not None and not re.match(r"^(redis|rediss|unix)://", redis_url):
+        s.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
+    config = StateConfig(
+        **given(
+            redis_url=redis_url,
+            key_prefix=s.string("key_prefix"),
+            path=s.string("path") or None,
+        )
+    )
+    s.finish()
+    return config
+
+
+def _limits(s: Section) -> LimitsConfig:
+    config = LimitsConfig(
+        **given(
+            downloads_per_minute=s.integer("downloads_per_minute", minimum=1),
+            presigns_per_minute=s.integer("presigns_per_minute", minimum=1),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _zip(s: Section) -> ZipConfig:
+    config = ZipConfig(
+        **given(
+            max_documents=s.integer("max_documents", minimum=1),
+            max_bytes=s.size("max_bytes"),
+            compress=s.boolean("compress"),
         )
     )
     s.finish()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from proxy.config.loading import load_settings
-from proxy.config.settings import ConfigError
+from proxy.config.settings import ConfigError, parse_settings
 from tests.conftest import require_server
 from tests.harness import REPO, base_config, free_port, merge, write_config
 from tests.samples import pdf_bytes
@@ -193,6 +193,8 @@ BAD_CONFIG = {
         "signing_key": "${DOCPROXY_TEST_SURELY_UNSET_VARIABLE}",
         "algorithm": "RS256",
         "token_ttl": -5,
+        "max_failed_logins": -1,
+        "failed_login_window": 0,
         "clients": [
             {"client_id": "a", "client_secret": "x", "secret": "typo"},
             {"client_secret": "y"},
@@ -219,6 +221,8 @@ EXPECTED_PROBLEMS = [
     "auth.signing_key: environment variable DOCPROXY_TEST_SURELY_UNSET_VARIABLE is not set",
     "auth.algorithm: must be one of HS256, HS384, HS512 (got 'RS256')",
     "auth.token_ttl: must be at least 1 (got -5)",
+    "auth.max_failed_logins: must be at least 0 (got -1)",
+    "auth.failed_login_window: must be at least 1 (got 0)",
     "auth.clients[0].secret: unknown key",
     "auth.clients[1].client_id: required",
     "auth.clients[2].client_secret_sha256: must be 64 hex digits",
@@ -377,3 +381,32 @@ def test_load_settings_raises_config_error_not_yaml_errors(tmp_path):
 def test_presign_reuse_margin_defaults_to_a_tenth_of_the_ttl_at_most(tmp_path, presign, margin):
     path = write_config(tmp_path / "c.yaml", merge(base_config(tmp_path), {"presign": presign}))
     assert load_settings(path).presign.reuse_margin == margin
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"redis_url": "http://127.0.0.1:6379"}, "state.redis_url: must be a redis://"),
+        ({"key_prefix": []}, "state.key_prefix: must be a string, not list"),
+        ({"redis": "x"}, "state.redis: unknown key"),
+    ],
+)
+def test_state_keys_are_checked(tmp_path, state, problem):
+    config = merge(base_config(tmp_path), {"state": state})
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(config)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ({"downloads_per_minute": 0}, "limits.downloads_per_minute: must be at least 1"),
+        ({"presigns_per_minute": "5"}, "limits.presigns_per_minute: must be an integer"),
+    ],
+)
+def test_limits_keys_are_checked(tmp_path, limits, problem):
+    config = merge(base_config(tmp_path), {"limits": limits})
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(config)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
