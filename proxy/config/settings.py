@@ -123,6 +123,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Requests per minute for each (client id, subject) pair; None: no limit."""
+
+    downloads_per_minute: int | None = None
+    presigns_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthConfig:
     timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
     interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
@@ -156,6 +164,7 @@ class Settings:
     storage: StorageConfig
     download: DownloadConfig
     state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
@@ -180,6 +189,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
         state=_state(root.section("state")),
+        limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
         zip=_zip(root.section("zip")),
         cors=_cors(root.section("cors")),
@@ -391,6 +401,17 @@ def _state(s: Section) -> StateConfig:
             redis_url=redis_url,
             key_prefix=s.string("key_prefix"),
             path=s.string("path") or None,
+        )
+    )
+    s.finish()
+    return config
+
+
+def _limits(s: Section) -> LimitsConfig:
+    config = LimitsConfig(
+        **given(
+            downloads_per_minute=s.integer("downloads_per_minute", minimum=1),
+            presigns_per_minute=s.integer("presigns_per_minute", minimum=1),
         )
     )
     s.finish()
