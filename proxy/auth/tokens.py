@@ -12,7 +12,7 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
+from joserfc.jwk import GuestProtocol, OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
 from proxy.auth.errors import Unauthorized
@@ -60,11 +60,15 @@ class _Checked:
 
 
 class TokenAuthority:
-    """Issues and verifies access tokens with one configured key and algorithm."""
+    """Issues access tokens with the first of ``auth.signing_keys`` (its id in the ``kid``
+    header) and verifies them with the key their ``kid`` names."""
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        self._key = OctKey.import_key(config.signing_key.encode())
+        self._keys = {
+            k.id: OctKey.import_key(k.key.encode(), {"kid": k.id}) for k in config.signing_keys
+        }
+        self._signing_id = config.signing_keys[0].id
         self._clients = {c.client_id: c.secret_sha256 for c in config.clients}
         # Tokens whose signature already checked out, with their claims: a client sends the
         # same token on every request, and decoding plus HMAC is most of a verify's cost.
@@ -108,9 +112,9 @@ class TokenAuthority:
         claims.update({k: v for k, v in optional.items() if v is not None})
         # joserfc only signs with HS384/HS512 when they are named explicitly.
         return jwt.encode(
-            {"alg": self.config.algorithm, "typ": "JWT"},
+            {"alg": self.config.algorithm, "typ": "JWT", "kid": self._signing_id},
             claims,
-            self._key,
+            self._keys[self._signing_id],
             algorithms=[self.config.algorithm],
         )
 
@@ -148,7 +152,7 @@ class TokenAuthority:
         try:
             # The allow-list is the configured algorithm only: "none" and key-confusion
             # attacks are refused by the library before the signature is even looked at.
-            decoded = jwt.decode(token, self._key, algorithms=[self.config.algorithm])
+            decoded = jwt.decode(token, self._key_named, algorithms=[self.config.algorithm])
             if not isinstance(decoded.claims, dict):
                 # A signed payload of [], null or "x" is not a claims set; joserfc's
                 # validator would fail on it with an AttributeError (a 500, not a 403).
@@ -166,6 +170,15 @@ class TokenAuthority:
             token_id=_claim_str(claims, "jti") or "",
         )
         return _Checked(claims, caller)
+
+    def _key_named(self, token: GuestProtocol) -> OctKey:
+        """The key the token's ``kid`` names; a token without one (made before keys had ids)
+        is checked with the signing key."""
+        key_id = token.headers().get("kid", self._signing_id)
+        key = self._keys.get(key_id) if isinstance(key_id, str) else None
+        if key is None:
+            raise Unauthorized()
+        return key
 
 
 def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:

@@ -199,7 +199,7 @@ class DocumentService:
             logger.error("presign of %r failed: %s", document_id, exc)
             raise StoreFailed(str(exc)) from exc
         if url is None:
-            url = self.links.sign(proxy_base_url, document_id)
+            url = self.links.document_link(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
         return url
 

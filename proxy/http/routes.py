@@ -146,9 +146,7 @@ class Endpoints:
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
-        self.links.verify(
-            document_id, request.query_params.get("expires"), request.query_params.get("signature")
-        )
+        self.links.verify_document_link(document_id, request.query_params.multi_items())
         resolved = await self.documents.resolve_document(document_id_from(document_id), None)
         return self.send(request, resolved)
 
