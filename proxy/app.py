@@ -12,19 +12,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
+from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
 from proxy.config.loading import config_path, load_settings
 from proxy.config.settings import Settings
+from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats
+from proxy.health.readiness import Readiness
+from proxy.health.routes import health_routes
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.routes import Endpoints
+from proxy.http.status_lines import use_reason_phrases
 from proxy.runtime.logging import configure_logging
 
 logger = logging.getLogger("docproxy")
@@ -68,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
     handler = configure_logging(settings.server.log_level)
     if handler is not None:
         use_direct_handler(handler)
+    use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
     links = LinkSigner(settings.presign)
@@ -80,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
         stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
+    archive_links = ArchiveLinkSigner(links)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         links=links,
@@ -88,7 +95,10 @@ def create_app(settings: Settings) -> Starlette:
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         accel=AccelRedirect.from_settings(settings),
+        archives=ArchiveService(documents, archive_links, settings.zip),
+        archive_links=archive_links,
     )
+    readiness = Readiness(catalog, router.backends, settings.health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,7 +125,7 @@ def create_app(settings: Settings) -> Starlette:
             await router.close()
 
     app = Starlette(
-        routes=endpoints.routes(),
+        routes=endpoints.routes() + health_routes(readiness, stats),
         middleware=[Middleware(QuietStartupFailure)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

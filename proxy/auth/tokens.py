@@ -126,7 +126,7 @@ class TokenAuthority:
             # claims registry again: the rest of the claims cannot have changed.
             now, leeway = int(time.time()), self.config.leeway
             if not (checked.expires < now - leeway) and not (checked.not_before > now + leeway):
-                return checked.caller
+                return self._configured(checked.caller)
         if checked is None:
             checked = self._verify_signature(token)
         try:
@@ -146,7 +146,14 @@ class TokenAuthority:
                 expires=claims["exp"],
             ),
         )
-        return checked.caller
+        return self._configured(checked.caller)
+
+    def _configured(self, caller: Caller) -> Caller:
+        """``caller`` while its client is still in the config: removing a client from
+        config.yaml (and restarting) ends its tokens at once, not when they expire."""
+        if caller.client_id not in self._clients:
+            raise Unauthorized()
+        return caller
 
     def _verify_signature(self, token: str) -> _Checked:
         try:

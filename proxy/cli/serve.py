@@ -13,6 +13,7 @@ from proxy.catalog.errors import CatalogUnavailable
 from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
 from proxy.runtime.malloc import tune_malloc
+from proxy.server.factory import protocol_factory
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
 
@@ -54,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    limits = settings.server.limits
     config = uvicorn.Config(
         "proxy.app:app_from_environment",
         factory=True,
@@ -64,6 +66,12 @@ def serve(args: argparse.Namespace) -> int:
         access_log=settings.server.access_log,
         proxy_headers=False,
         server_header=False,  # no "server: uvicorn" on every response (Date stays)
+        # The edge's bounds and timers; spawned workers get the factory pickled.
+        http=protocol_factory(limits, settings.download.send_timeout),  # type: ignore[arg-type]
+        ws="none",  # no WebSocket endpoints: an Upgrade header is answered as a plain request
+        timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]
+        # A backstop only: each connection resets itself once shutdown_timeout has passed.
+        timeout_graceful_shutdown=limits.shutdown_timeout + 2,  # type: ignore[arg-type]
     )
     sock = listen_socket(host, port)
     # uvicorn says where it listens only when it binds the socket itself.

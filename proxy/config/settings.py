@@ -21,6 +21,7 @@ from backends.registry import backend_class, known_protocols
 from proxy.catalog.settings import CatalogConfig, parse_catalog
 from proxy.config.environment import substitute_env
 from proxy.config.section import Section, given
+from proxy.server.config import ServerLimits, parse_limits
 
 
 class ConfigError(Exception):
@@ -39,6 +40,7 @@ class ServerConfig:
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
     access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
+    limits: ServerLimits = field(default_factory=ServerLimits)  # read by proxy.server.config
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,24 @@ class AccelRedirectConfig:
 class DownloadConfig:
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
+    # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
+    send_timeout: float = 60.0
     accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
+class ZipConfig:
+    """Archives of many documents (``POST /download/zip``)."""
+
+    max_documents: int = 1000
+    max_bytes: int = 16 * 1024**3  # the documents' total size, before any compression
+    compress: bool = False  # deflate entries; stored entries let the response carry a length
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +147,8 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    health: HealthConfig = field(default_factory=HealthConfig)
+    zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
 
@@ -147,6 +168,8 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        health=_health(root.section("health")),
+        zip=_zip(root.section("zip")),
         source=source,
     )
     _check_accel_redirect(settings, root)
@@ -168,6 +191,18 @@ def _server(s: Section) -> ServerConfig:
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
             access_log=s.boolean("access_log"),
+            limits=parse_limits(s),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
         )
     )
     s.finish()
@@ -303,7 +338,20 @@ def _download(s: Section) -> DownloadConfig:
         **given(
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _zip(s: Section) -> ZipConfig:
+    config = ZipConfig(
+        **given(
+            max_documents=s.integer("max_documents", minimum=1),
+            max_bytes=s.size("max_bytes"),
+            compress=s.boolean("compress"),
         )
     )
     s.finish()

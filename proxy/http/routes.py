@@ -4,34 +4,47 @@ answers them from the one table in ``proxy.http.errors``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from proxy.auth.archive_links import ArchiveLinkSigner
+from proxy.auth.errors import Unauthorized
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
+from proxy.documents.archive import ArchiveService
+from proxy.documents.disposition import content_disposition
 from proxy.documents.service import DocumentService, ResolvedDocument
 from proxy.documents.stats import DownloadStats
 from proxy.http.accel import AccelRedirect
 from proxy.http.conditional import Validators, select_response
 from proxy.http.envelope import error_response, ok
-from proxy.http.errors import ANSWERED, Action, DocumentIdRequired, InvalidRequest
+from proxy.http.errors import ANSWERED, Action, BearerRefused, DocumentIdRequired, InvalidRequest
 from proxy.http.requests import (
+    INVALID_TOKEN,
+    archive_filename,
     bearer_token,
     document_id_from,
+    document_ids_from,
     json_object,
     optional_string,
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
 
+# A list of many ids may be longer than the API's other bodies.
+ARCHIVE_BODY_BYTES = 1024 * 1024
+# The body length given to a stream whose length is not known (deflated archives): never reached.
+UNKNOWN_LENGTH = 1 << 62
+
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
 BASE_URLS_KEPT = 256
+TOKEN_HEADERS = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 class Handler:
@@ -65,6 +78,8 @@ class Endpoints:
     cache_control: str
     public_url: str | None
     accel: AccelRedirect | None = None
+    archives: ArchiveService | None = None
+    archive_links: ArchiveLinkSigner | None = None
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
         default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
@@ -79,15 +94,20 @@ class Endpoints:
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
             Route("/links/{document_id:path}", Handler(self.download_link, download), methods=get),
             Route("/download", Handler(self.presign, presign), methods=["POST"]),
+            Route("/download/zip", Handler(self.archive_link, presign), methods=["POST"]),
+            Route("/archives/{filename}", Handler(self.archive, download), methods=get),
             Route("/download", Handler(self.missing_id, download), methods=get),
             Route(
                 "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
             ),
-            Route("/healthz", Handler(self.health), methods=["GET"]),
         ]
 
     def caller(self, request: Request) -> Caller:
-        return self.tokens.verify(bearer_token(request.headers.get("authorization")))
+        token = bearer_token(request.headers.get("authorization"))
+        try:
+            return self.tokens.verify(token)
+        except Unauthorized as exc:
+            raise BearerRefused(headers=INVALID_TOKEN) from exc
 
     async def generate_token(self, request: Request) -> Response:
         body = await json_object(request)
@@ -107,7 +127,16 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
-        return ok({"access_token": self.tokens.issue(token_request)})
+        token = self.tokens.issue(token_request)
+        # RFC 6749, section 5.1: a response carrying a token is never stored by a cache.
+        return ok(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.tokens.config.token_ttl,
+            },
+            headers=TOKEN_HEADERS,
+        )
 
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
@@ -116,6 +145,41 @@ class Endpoints:
         base_url = self.public_url or self.base_url(request)
         url = await self.documents.presigned_url(document_id, caller, base_url)
         return ok({"download_url": url})
+
+    async def archive_link(self, request: Request) -> Response:
+        caller = self.caller(request)  # the token is checked before anything else
+        assert self.archives is not None
+        body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
+        document_ids = document_ids_from(body.get("document_ids"))
+        filename = archive_filename(body.get("filename"))
+        base_url = self.public_url or self.base_url(request)
+        url = await self.archives.link(document_ids, filename, caller, base_url)
+        return ok({"download_url": url})
+
+    async def archive(self, request: Request) -> Response:
+        """An archive's link: every document checked again, then the ZIP streamed. Range is
+        ignored (Accept-Ranges: none): the archive is made anew on every GET."""
+        assert self.archives is not None and self.archive_links is not None
+        filename = request.path_params["filename"]
+        grant = self.archive_links.verify(filename, request.query_params.multi_items())
+        archive = await self.archives.open(grant)
+        headers = {
+            "content-type": "application/zip",
+            "content-disposition": content_disposition(filename),
+            "cache-control": self.cache_control,
+            "x-content-type-options": "nosniff",
+            "accept-ranges": "none",
+        }
+        if archive.length is not None:
+            headers["content-length"] = str(archive.length)
+        return DownloadResponse(
+            self.archives.chunks(archive),
+            status_code=200,
+            headers=headers,
+            length=archive.length if archive.length is not None else UNKNOWN_LENGTH,
+            stats=self.stats,
+            label=f"archive {filename!r} of {len(archive.entries)} documents",
+        )
 
     def base_url(self, request: Request) -> str:
         """Starlette's ``request.base_url`` as text, remembered for what it is made of."""
@@ -182,6 +246,3 @@ class Endpoints:
             stats=self.stats,
             label=repr(resolved.document.id),
         )
-
-    async def health(self, request: Request) -> Response:
-        return ok({"status": "ok", **asdict(self.stats)})
