@@ -19,6 +19,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.__main__": {"proxy.cli"},
     "proxy.cli": {
         "proxy.app",
+        "proxy.state",
         "proxy.server",
         "proxy.client",
         "proxy.catalog",
@@ -29,6 +30,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.app": {
         "proxy.health",
         "proxy.http",
+        "proxy.state",
         "proxy.documents",
         "proxy.auth",
         "proxy.catalog",
@@ -49,6 +51,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.server": {"proxy.http", "proxy.config", "proxy.runtime", "proxy.common"},
     "proxy.http": {
         "proxy.documents",
+        "proxy.state",
         "proxy.auth",
         "backends",
         "proxy.config",
@@ -62,6 +65,9 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.config",
         "proxy.common",
     },
+    # The shared state: revocations, counted link uses, rate counters (its SQLite file sits
+    # beside the catalog's).
+    "proxy.state": {"proxy.catalog", "proxy.config", "proxy.common"},
     "proxy.catalog": {"proxy.config", "proxy.common"},
     "proxy.auth": {"proxy.config", "proxy.common"},
     "proxy.client": {"proxy.common"},  # the download client: nothing of the server

@@ -1,4 +1,5 @@
-"""docproxy fetch: download one document with a progress bar, resuming a partial file.
+"""docproxy fetch: download one document with a progress bar, resuming a partial file;
+with --zip, one ZIP archive of several documents.
 
 A partial file is resumed with a Range request from its size on. While a download is
 incomplete, the object's validator (ETag, else Last-Modified) is kept next to it in
@@ -56,6 +57,8 @@ class FetchOptions:
     presigned: bool = False
     quiet: bool = False
     limit_rate: int | None = None  # bytes per second
+    # With ids here, one archive of them all (POST /download/zip) instead of one document.
+    archive_ids: tuple[str, ...] = ()
 
 
 def parse_rate(value: str) -> int:
@@ -157,6 +160,8 @@ class Fetcher:
     def source(self) -> tuple[str, dict[str, str]]:
         """The URL to download from and the headers it needs."""
         auth = {"authorization": f"Bearer {self.token()}"}
+        if self.options.archive_ids:
+            return self.archive_link(auth), {}
         if not self.options.presigned:
             return f"{self.base_url}/download/{quote(self.options.document_id, safe='')}", auth
         response = self.client.post(
@@ -169,6 +174,17 @@ class Fetcher:
         # A store's presigned URL carries its own signature: another Authorization would be
         # refused by S3 ("only one auth mechanism allowed").
         return _data_field(response, "download_url"), {}
+
+    def archive_link(self, auth: dict[str, str]) -> str:
+        """The signed link to the archive of ``archive_ids``; the link needs no token."""
+        body: dict[str, object] = {"document_ids": list(self.options.archive_ids)}
+        if self.options.output is not None:
+            body["filename"] = self.options.output.name
+        response = self.client.post(f"{self.base_url}/download/zip", json=body, headers=auth)
+        if response.status_code != 200:
+            refused = _refused_document(response)
+            raise FetchError(server_message(response) + refused)
+        return _data_field(response, "download_url")
 
     def run(self) -> Path:
         url, headers = self.source()
@@ -196,7 +212,7 @@ class Fetcher:
                 if target is None:
                     target = Path(
                         filename_from(
-                            response.headers.get("content-disposition"), self.options.document_id
+                            response.headers.get("content-disposition"), self.fallback_name()
                         )
                     )
                     if _partial(target)[0]:
@@ -204,6 +220,9 @@ class Fetcher:
                 self._receive(response, target, offset)
                 return target
         raise FetchError("the server kept refusing to resume; remove the partial file")
+
+    def fallback_name(self) -> str:
+        return "documents.zip" if self.options.archive_ids else self.options.document_id
 
     def _receive(self, response: httpx.Response, target: Path, offset: int) -> None:
         if response.status_code == 206:
@@ -281,6 +300,15 @@ def _unsatisfied_total(response: httpx.Response) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _refused_document(response: httpx.Response) -> str:
+    """``: document ID`` when an archive's refusal names the document at fault."""
+    try:
+        document_id = response.json()["data"]["document_id"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f": document {document_id}" if isinstance(document_id, str) else ""
+
+
 def _data_field(response: httpx.Response, name: str) -> str:
     try:
         value = response.json()["data"][name]
@@ -345,7 +373,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=__doc__,  # plain text: it is the command's --help
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("document_id", metavar="DOCUMENT_ID")
+    parser.add_argument("document_ids", metavar="DOCUMENT_ID", nargs="+")
+    parser.add_argument(
+        "--zip", action="store_true", help="one ZIP archive of all the DOCUMENT_IDs given"
+    )
     parser.add_argument(
         "-o", "--output", type=Path, help="file to write (default: the served file name)"
     )
@@ -368,12 +399,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Options from the command line, with the environment filling what it left out."""
+    if len(args.document_ids) > 1 and not args.zip:
+        sys.stderr.write("docproxy fetch: several documents need --zip (one archive of them)\n")
+        return 2
     token = args.token
     client_id = args.client_id or (None if token else os.environ.get(CLIENT_ID_ENV))
     if not token and not client_id:
         token = os.environ.get(TOKEN_ENV)
     options = FetchOptions(
-        document_id=args.document_id,
+        document_id=args.document_ids[0],
+        archive_ids=tuple(args.document_ids) if args.zip else (),
         output=args.output,
         url=args.url or os.environ.get(URL_ENV) or DEFAULT_URL,
         token=token or None,

@@ -39,6 +39,8 @@ class ServerConfig:
     workers: int = 1
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, uvicorn's lines included
+    audit_log: bool = False  # one docproxy.audit event per token, presigned URL and download
     access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
     limits: ServerLimits = field(default_factory=ServerLimits)  # read by proxy.server.config
 
@@ -125,6 +127,16 @@ class DownloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where revocations, link uses and rate counters live: Redis when ``redis_url`` is set
+    (shared by every replica), else a SQLite file on this host."""
+
+    redis_url: str | None = None
+    key_prefix: str = "docproxy:"  # every Redis key and channel starts with it
+    path: str | None = None  # the SQLite file; left out: beside the SQLite catalog or config
+
+
+@dataclass(frozen=True, slots=True)
 class HealthConfig:
     timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
     interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
@@ -147,12 +159,14 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    state: StateConfig = field(default_factory=StateConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
@@ -168,6 +182,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        state=_state(root.section("state")),
         health=_health(root.section("health")),
         zip=_zip(root.section("zip")),
         source=source,
@@ -190,6 +205,8 @@ def _server(s: Section) -> ServerConfig:
             workers=s.integer("workers", minimum=1),
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
+            log_format=s.string("log_format", choices=LOG_FORMATS),
+            audit_log=s.boolean("audit_log"),
             access_log=s.boolean("access_log"),
             limits=parse_limits(s),
         )
@@ -340,6 +357,21 @@ def _download(s: Section) -> DownloadConfig:
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
             send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _state(s: Section) -> StateConfig:
+    redis_url = s.string("redis_url") or None
+    if redis_url is not None and not re.match(r"^(redis|rediss|unix)://", redis_url):
+        s.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
+    config = StateConfig(
+        **given(
+            redis_url=redis_url,
+            key_prefix=s.string("key_prefix"),
+            path=s.string("path") or None,
         )
     )
     s.finish()

@@ -49,11 +49,17 @@ def unique_names(names: Iterable[str]) -> list[str]:
 
 class ArchiveService:
     def __init__(
-        self, documents: DocumentService, links: ArchiveLinkSigner, config: ZipConfig
+        self,
+        documents: DocumentService,
+        links: ArchiveLinkSigner,
+        config: ZipConfig,
+        max_target_bytes: int,
     ) -> None:
         self.documents = documents
         self.links = links
         self.config = config
+        # The server refuses longer request targets (414): a link must fit under its limit.
+        self.max_target_bytes = max_target_bytes
 
     async def link(
         self, document_ids: Sequence[str], filename: str, caller: Caller, base_url: str
@@ -63,11 +69,7 @@ class ArchiveService:
         self._check_bytes(await self._resolve_all(document_ids, caller))
         grant = ArchiveGrant(caller.client_id, caller.group_name, tuple(document_ids))
         url = self.links.sign(base_url, filename, grant)
-        if len(url) > MAX_LINK_CHARS:
-            raise ArchiveTooLarge(
-                f"Archive link would be {len(url)} characters long, more than "
-                f"{MAX_LINK_CHARS}: ask for fewer documents"
-            )
+        self._check_link(url, len(url) - len(base_url.rstrip("/")))
         return url
 
     async def open(self, grant: ArchiveGrant) -> Archive:
@@ -100,6 +102,18 @@ class ArchiveService:
         if len(document_ids) > limit:
             raise ArchiveTooLarge(
                 f"Too many documents: {len(document_ids)}, more than zip.max_documents ({limit})"
+            )
+
+    def _check_link(self, url: str, target: int) -> None:
+        if len(url) > MAX_LINK_CHARS:
+            raise ArchiveTooLarge(
+                f"Archive link would be {len(url)} characters long, more than "
+                f"{MAX_LINK_CHARS}: ask for fewer documents"
+            )
+        if target > self.max_target_bytes:
+            raise ArchiveTooLarge(
+                f"Archive link would be {target} bytes past the host, more than "
+                f"server.max_target_bytes ({self.max_target_bytes}): ask for fewer documents"
             )
 
     def _check_bytes(self, resolved: Sequence[ResolvedDocument]) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from proxy.documents.errors import ArchiveTooLarge, DocumentError
@@ -77,14 +77,24 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return envelope(exc.status_code, str(exc.detail))
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left (or was timed out) while its body was being read: nobody is there to
+    answer and it is no fault of docproxy's, so no ERROR and no traceback; the server has
+    logged a timeout already, so this line is DEBUG."""
+    logger.debug("%s %s: the client left before sending its whole body", request.method,
+                request.url.path)  # fmt: skip
+    return Response(status_code=400)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return envelope(INTERNAL_ERROR.status, INTERNAL_ERROR.message)
 
 
 # Endpoints answer the table's errors themselves (``proxy.http.routes.Handler``); these are
-# the router's 404/405 and the defects.
+# the router's 404/405, a client gone mid-body, and the defects.
 EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }

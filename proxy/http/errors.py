@@ -21,6 +21,7 @@ from proxy.documents.errors import (
     NoFilePath,
     StoreFailed,
 )
+from proxy.state.errors import StateFailed
 
 
 class RequestError(Exception):
@@ -130,6 +131,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     TooManyConnections: Answer(503, "Too many connections"),
     StoreFailed: _FAULT,
     CatalogFailed: _FAULT,
+    StateFailed: _FAULT,
 }
 
 #: The errors an endpoint answers itself; anything else is a defect (500, logged).

@@ -101,6 +101,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._body_seen = 0.0
         self._send_timer: asyncio.TimerHandle | None = None
         self._send_left = 0
+        self._send_resumed = False
         self._drain_timer: asyncio.TimerHandle | None = None
         self._answered = False  # a refusal went out: later bytes are dropped
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -264,16 +265,23 @@ class EdgeProtocol(HttpToolsProtocol):
         super().pause_writing()
         if self._send_timer is None:
             self._send_left = self.transport.get_write_buffer_size()
+            self._send_resumed = False
             self._send_timer = self.loop.call_later(self.send_timeout, self._send_stalled)
 
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._send_resumed = True
+
     def _send_stalled(self) -> None:
-        """The reader had ``send_timeout`` seconds: any byte taken is progress, none aborts."""
+        """The reader had ``send_timeout`` seconds: any byte taken is progress (the buffer
+        shrank, or emptied enough to resume us), none aborts."""
         self._send_timer = None
         if not self.flow.write_paused or self._finished():
             return
         left = self.transport.get_write_buffer_size()
-        if left < self._send_left:
+        if self._send_resumed or left < self._send_left:
             self._send_left = left
+            self._send_resumed = False
             self._send_timer = self.loop.call_later(self.send_timeout, self._send_stalled)
             return
         logger.info(

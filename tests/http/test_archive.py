@@ -257,11 +257,10 @@ def test_limits_are_refused_with_435_saying_which(make_service, tmp_path):
     )
 
 
-def test_a_link_longer_than_browsers_take_is_refused(make_service, tmp_path):
-    service = make_service({"zip": {"max_documents": 5000}})
-    document_id = add(service, tmp_path, b"z", "z.txt")
-    # Ids that do not deflate: random, 60 characters each.
-    ids = [document_id] + [os.urandom(30).hex() for _ in range(2000)]
+def long_link_request(service, folder: Path, count: int) -> httpx.Response:
+    """An archive of ``count`` ids that do not deflate (random, 60 characters each)."""
+    document_id = add(service, folder, b"z", "z.txt")
+    ids = [document_id] + [os.urandom(30).hex() for _ in range(count - 1)]
     with sqlite3.connect(db_path(service)) as connection:
         ((path,),) = connection.execute(
             "SELECT file_path FROM documents WHERE id = ?", (document_id,)
@@ -270,10 +269,26 @@ def test_a_link_longer_than_browsers_take_is_refused(make_service, tmp_path):
             "INSERT INTO documents (id, file_path, name) VALUES (?, ?, 'z.txt')",
             [(other, path) for other in ids[1:]],
         )
-    response = zip_link(service, service.token(), {"document_ids": ids})
+    return zip_link(service, service.token(), {"document_ids": ids})
+
+
+def test_a_link_longer_than_browsers_take_is_refused(make_service, tmp_path):
+    service = make_service({"zip": {"max_documents": 5000}, "server": {"max_target_bytes": "1MiB"}})
+    response = long_link_request(service, tmp_path, 2000)
     assert response.status_code == 435, response.text[:200]
     assert response.json()["message"].startswith("Archive link would be ")
     assert response.json()["message"].endswith("more than 60000: ask for fewer documents")
+
+
+def test_a_link_the_server_would_refuse_is_refused(service, folder):
+    """The server answers 414 past server.max_target_bytes (8 KiB): no such link is made."""
+    response = long_link_request(service, folder, 300)
+    assert response.status_code == 435, response.text[:200]
+    message = response.json()["message"]
+    assert message.endswith("more than server.max_target_bytes (8192): ask for fewer documents")
+    fitting = long_link_request(service, folder, 80)
+    assert fitting.status_code == 200
+    assert len(urlsplit(fitting.json()["data"]["download_url"]).path) < 8192
 
 
 def tampered(link: str, **changes: str) -> str:
@@ -369,3 +384,16 @@ def test_an_archive_is_not_the_documents_single_download(service, token, documen
     """The archive's own link is not a document link, and the reverse."""
     link = link_for(service, token, list(documents))
     assert httpx.get(link.replace("/archives/", "/links/"), timeout=10).status_code == 403
+
+
+def test_a_revoked_document_refuses_its_archives(service, token, folder):
+    from tests.state.shared import eventually
+
+    kept, revoked = (add(service, folder, b"kept", "k.txt"), add(service, folder, b"r", "r.txt"))
+    link = link_for(service, token, [kept, revoked])
+    run_cli(service.config_path, "revoke", "--document", revoked)
+    eventually(lambda: httpx.get(link, timeout=10).status_code == 403)
+    assert_envelope(httpx.get(link, timeout=10), 403, "UNAUTHORIZED")
+    refused = zip_link(service, token, {"document_ids": [kept, revoked]})
+    assert_envelope(refused, 403, "UNAUTHORIZED")
+    assert httpx.get(link_for(service, token, [kept]), timeout=10).status_code == 200
