@@ -4,6 +4,9 @@ One signer serves every kind of link (a document's download, an archive, a limit
 caller names the purpose and the parameters the link carries, the signer adds ``expires``,
 ``kid`` (the id of the key that signed) and ``signature``. Verifying takes every parameter the
 link arrived with (path and query), so nothing can be added, dropped or changed.
+
+A limited link (``max_downloads``) is a document's link with two more parameters: ``link``, an
+id of its own, and ``uses``, how many downloads it allows; the caller counts them.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from proxy.auth.errors import Unauthorized
@@ -25,6 +30,25 @@ DOWNLOAD = "download"  # the purpose of a document's link
 # What the signer adds; a caller's parameters may not use these names.
 SIGNED_FIELDS = ("expires", "kid", "signature")
 _CANONICAL_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
+_CANONICAL_USES = re.compile(r"[1-9][0-9]{0,9}")
+LIMIT_FIELDS = ("link", "uses")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedLink:
+    """What a verified limited link allows: ``max_uses`` downloads until ``expires``."""
+
+    link_id: str
+    max_uses: int
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLink:
+    """A verified link to a document: its other parameters, and its limit if it has one."""
+
+    params: dict[str, str]
+    limit: LimitedLink | None = None
 
 
 class LinkSigner:
@@ -83,22 +107,34 @@ class LinkSigner:
         params: Mapping[str, str] | None = None,
         *,
         now: float | None = None,
+        expires_in: int | None = None,
+        max_uses: int | None = None,
     ) -> str:
-        """``{base}/links/{id}?...&expires=...&kid=...&signature=...``"""
-        fields = self.sign(DOWNLOAD, {"id": document_id, **(params or {})}, now=now)
+        """``{base}/links/{id}?...&expires=...&kid=...&signature=...``, valid ``expires_in``
+        seconds (default ``presign.ttl``); with ``max_uses``, a limited link with an id of its
+        own, whose uses the caller of ``verify_document_link`` counts."""
+        fields = {"id": document_id, **(params or {})}
+        if max_uses is not None:
+            fields.update(uses=str(max_uses), link=secrets.token_urlsafe(16))
+        fields = self.sign(DOWNLOAD, fields, ttl=expires_in, now=now)
         del fields["id"]  # it travels in the path
         return f"{base_url.rstrip('/')}{LINK_PATH}{quote(document_id, safe='')}?{urlencode(fields)}"
 
     def verify_document_link(
         self, document_id: str, query: Iterable[tuple[str, str]], *, now: float | None = None
-    ) -> dict[str, str]:
+    ) -> DocumentLink:
         """The link's parameters besides the id (such as ``disposition``), once verified."""
         fields = single_valued(query)
         if "id" in fields:
             raise Unauthorized()
         params = self.verify(DOWNLOAD, {**fields, "id": document_id}, now=now)
         del params["id"]
-        return params
+        if not any(name in params for name in LIMIT_FIELDS):
+            return DocumentLink(params)
+        link_id, uses = params.pop("link", ""), params.pop("uses", "")
+        if not link_id or not _CANONICAL_USES.fullmatch(uses):
+            raise Unauthorized()
+        return DocumentLink(params, LimitedLink(link_id, int(uses), int(fields["expires"])))
 
 
 def single_valued(items: Iterable[tuple[str, str]]) -> dict[str, str]:

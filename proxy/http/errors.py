@@ -58,6 +58,10 @@ class RangeNotSatisfiable(RequestError):
     """The one range asked for lies past the end of the object."""
 
 
+class TooManyFailedLogins(RequestError):
+    """Too many wrong client credentials for this client id or from this address, lately."""
+
+
 class RouteNotFound(RequestError):
     """No endpoint has this path."""
 
@@ -121,6 +125,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     DocumentNotFound: Answer(437, "Document not found"),
     PreconditionFailed: Answer(412, "Precondition failed"),
     RangeNotSatisfiable: Answer(416, "Requested range not satisfiable"),
+    TooManyFailedLogins: Answer(429, "Too many failed login attempts"),
     RouteNotFound: Answer(404, "Route not found"),
     MethodNotAllowed: Answer(405, "Method not allowed"),
     MalformedRequest: Answer(400, "Malformed HTTP request"),
