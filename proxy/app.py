@@ -35,6 +35,7 @@ from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
 from proxy.limits.logins import FailedLogins
 from proxy.runtime.logging import configure_logging
+from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
 from proxy.state.watch import WatchedRevocations
 
@@ -106,6 +107,8 @@ def create_app(settings: Settings) -> Starlette:
         public_url=settings.server.public_url,
         revocations=revocations,
         state=state,
+        downloads=CallerBudget(state, "downloads", settings.limits.downloads_per_minute),
+        presigns=CallerBudget(state, "presigns", settings.limits.presigns_per_minute),
         accel=AccelRedirect.from_settings(settings),
         archives=ArchiveService(
             documents, archive_links, settings.zip, settings.server.limits.max_target_bytes

@@ -58,15 +58,18 @@ class SigningKey:
 
     id: str
     key: str = field(repr=False)
+    # Where the file wrote it (``auth.signing_key`` or ``auth.signing_keys[0].key``), for
+    # messages about the key.
+    key_path: str = field(default="", compare=False)
 
 
 # The id of the key given in the single-key form (``signing_key: ...``).
 DEFAULT_KEY_ID = "default"
 
 
-def single_key(key: str) -> tuple[SigningKey, ...]:
+def single_key(key: str, key_path: str = "") -> tuple[SigningKey, ...]:
     """The key ring of the single-key form."""
-    return (SigningKey(DEFAULT_KEY_ID, key),)
+    return (SigningKey(DEFAULT_KEY_ID, key, key_path),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Requests per minute for each (client id, subject) pair; None: no limit."""
+
+    downloads_per_minute: int | None = None
+    presigns_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthConfig:
     timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
     interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
@@ -175,6 +186,7 @@ class Settings:
     storage: StorageConfig
     download: DownloadConfig
     state: StateConfig = field(default_factory=StateConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
@@ -199,6 +211,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
         state=_state(root.section("state")),
+        limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
         zip=_zip(root.section("zip")),
         cors=_cors(root.section("cors")),
@@ -302,7 +315,7 @@ def _signing_key(s: Section, key: str) -> str:
 def _signing_keys(s: Section) -> tuple[SigningKey, ...]:
     """``signing_key: K`` (key id "default") or ``signing_keys: [{id, key}, ...]``."""
     if not s.has("signing_keys"):
-        return single_key(_signing_key(s, "signing_key"))
+        return single_key(_signing_key(s, "signing_key"), s.key_path("signing_key"))
     if s.raw("signing_key") is not None:
         s.error("signing_key", "give signing_key or signing_keys, not both")
     entries = s.sequence("signing_keys")
@@ -318,7 +331,7 @@ def _signing_keys(s: Section) -> tuple[SigningKey, ...]:
         key = _signing_key(entry, "key")
         entry.finish()
         if key_id and key:
-            keys.append(SigningKey(key_id, key))
+            keys.append(SigningKey(key_id, key, entry.key_path("key")))
     ids = [k.id for k in keys]
     for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
         s.error("signing_keys", f"id {duplicate!r} is declared twice")
@@ -437,6 +450,17 @@ def _state(s: Section) -> StateConfig:
             redis_url=redis_url,
             key_prefix=s.string("key_prefix"),
             path=s.string("path") or None,
+        )
+    )
+    s.finish()
+    return config
+
+
+def _limits(s: Section) -> LimitsConfig:
+    config = LimitsConfig(
+        **given(
+            downloads_per_minute=s.integer("downloads_per_minute", minimum=1),
+            presigns_per_minute=s.integer("presigns_per_minute", minimum=1),
         )
     )
     s.finish()

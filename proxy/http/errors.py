@@ -91,6 +91,11 @@ class RequestTimeout(RequestError):
     """The head did not arrive within ``server.header_timeout``, or the body stopped."""
 
 
+class TooManyRequests(RequestError):
+    """A caller past its budget of ``limits.*_per_minute``; ``Retry-After`` says when to come
+    back."""
+
+
 class TooManyConnections(RequestError):
     """This worker already holds ``server.max_connections`` connections."""
 
@@ -134,6 +139,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     TargetTooLong: Answer(414, "Request target too long"),
     RequestTimeout: Answer(408, "Request timeout"),
     TooManyConnections: Answer(503, "Too many connections"),
+    TooManyRequests: Answer(429, "Too many requests"),
     StoreFailed: _FAULT,
     CatalogFailed: _FAULT,
     StateFailed: _FAULT,

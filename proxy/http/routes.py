@@ -33,6 +33,7 @@ from proxy.http.errors import (
     DocumentIdRequired,
     InvalidRequest,
     TooManyFailedLogins,
+    TooManyRequests,
     answer_for,
 )
 from proxy.http.openapi import openapi_json
@@ -49,6 +50,7 @@ from proxy.http.requests import (
 )
 from proxy.http.streaming import DownloadResponse
 from proxy.limits.logins import FailedLogins
+from proxy.state.limits import CallerBudget
 from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
 
@@ -102,6 +104,8 @@ class Endpoints:
     public_url: str | None
     revocations: WatchedRevocations
     state: StateStore
+    downloads: CallerBudget  # limits.downloads_per_minute, per (client id, subject)
+    presigns: CallerBudget  # limits.presigns_per_minute
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
@@ -141,6 +145,12 @@ class Endpoints:
         ):
             raise BearerRefused(headers=INVALID_TOKEN)
         return caller
+
+    async def spend(self, budget: CallerBudget, caller: Caller) -> None:
+        """429 with Retry-After when the caller has spent its budget for this minute."""
+        retry_after = await budget.spend(caller.client_id, caller.subject)
+        if retry_after is not None:
+            raise TooManyRequests(headers={"retry-after": str(retry_after)})
 
     def check_document(self, document_id: str) -> str:
         """The id, unless an operator revoked the document (403 on every endpoint)."""
@@ -203,6 +213,8 @@ class Endpoints:
 
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
+        if self.presigns.per_minute is not None:
+            await self.spend(self.presigns, caller)
         body = await json_object(request)
         body = body or {}
         document_id = self.check_document(document_id_from(body.get("document_id")))
@@ -227,6 +239,8 @@ class Endpoints:
 
     async def archive_link(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
+        if self.presigns.per_minute is not None:
+            await self.spend(self.presigns, caller)
         assert self.archives is not None
         body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
         document_ids = [self.check_document(i) for i in document_ids_from(body.get("document_ids"))]
@@ -285,6 +299,8 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
+        if self.downloads.per_minute is not None:
+            await self.spend(self.downloads, caller)
         document_id = self.check_document(document_id_from(request.path_params["document_id"]))
         return await self.resolve_and_send(request, document_id, caller)
 

@@ -396,3 +396,17 @@ def test_state_keys_are_checked(tmp_path, state, problem):
     with pytest.raises(ConfigError) as caught:
         parse_settings(config)
     assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ({"downloads_per_minute": 0}, "limits.downloads_per_minute: must be at least 1"),
+        ({"presigns_per_minute": "5"}, "limits.presigns_per_minute: must be an integer"),
+    ],
+)
+def test_limits_keys_are_checked(tmp_path, limits, problem):
+    config = merge(base_config(tmp_path), {"limits": limits})
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(config)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
