@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
@@ -32,6 +33,10 @@ from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
+from proxy.metrics import instruments
+from proxy.metrics.exposition import metrics_route
+from proxy.metrics.middleware import RequestMetrics
+from proxy.metrics.workers import worker_exits
 from proxy.runtime.logging import configure_logging
 from proxy.state.registry import state_store
 from proxy.state.watch import WatchedRevocations
@@ -78,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
     if handler is not None or settings.server.log_format == "json":
         use_direct_handler(handler)  # None for JSON: the download line through its formatter
     audit.enable(settings.server.audit_log)
+    instruments.activate(settings.metrics.enabled)
     use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
@@ -137,10 +143,18 @@ def create_app(settings: Settings) -> Starlette:
             await state.close()
             await catalog.disconnect()
             await router.close()
+            worker_exits()
 
+    routes = endpoints.routes() + health_routes(readiness, stats)
+    if settings.metrics.enabled and settings.metrics.port is None:
+        routes.append(metrics_route())
+    middleware = [Middleware(QuietStartupFailure), Middleware(RequestIdMiddleware)]
+    if settings.metrics.enabled:
+        templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
+        middleware.append(Middleware(RequestMetrics, routes=templates))
     app = Starlette(
-        routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[Middleware(QuietStartupFailure), Middleware(RequestIdMiddleware)],
+        routes=routes,
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

@@ -18,6 +18,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy": set(),  # the package itself: empty
     "proxy.__main__": {"proxy.cli"},
     "proxy.cli": {
+        "proxy.metrics",
         "proxy.app",
         "proxy.state",
         "proxy.server",
@@ -28,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.app": {
+        "proxy.metrics",
         "proxy.health",
         "proxy.http",
         "proxy.state",
@@ -40,6 +42,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.health": {
+        "proxy.metrics",
         "proxy.http",
         "proxy.documents",
         "proxy.catalog",
@@ -50,6 +53,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "proxy.server": {"proxy.http", "proxy.config", "proxy.runtime", "proxy.common"},
     "proxy.http": {
+        "proxy.metrics",
         "proxy.documents",
         "proxy.state",
         "proxy.auth",
@@ -59,6 +63,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.documents": {
+        "proxy.metrics",
         "proxy.catalog",
         "backends",
         "proxy.auth",
@@ -72,6 +77,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.auth": {"proxy.config", "proxy.common"},
     "proxy.client": {"proxy.common"},  # the download client: nothing of the server
     "proxy.runtime": {"proxy.common"},
+    "proxy.metrics": {"proxy.common"},  # instruments anyone may count with; prometheus-client
     "proxy.config": {"proxy.common"},
     "proxy.common": set(),
     "backends": set(),

@@ -118,6 +118,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    # A listener of its own for /metrics (then not served on the API's port); None: the API's.
+    port: int | None = None
+    host: str | None = None  # the separate listener's address; None: server.host
+
+
+@dataclass(frozen=True, slots=True)
 class HealthConfig:
     timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
     interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
@@ -142,6 +150,7 @@ class Settings:
     download: DownloadConfig
     state: StateConfig = field(default_factory=StateConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
@@ -165,6 +174,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         download=_download(root.section("download")),
         state=_state(root.section("state")),
         health=_health(root.section("health")),
+        metrics=_metrics(root.section("metrics")),
         zip=_zip(root.section("zip")),
         source=source,
     )
@@ -203,6 +213,20 @@ def _health(s: Section) -> HealthConfig:
             interval=s.number("interval", minimum=0),
         )
     )
+    s.finish()
+    return config
+
+
+def _metrics(s: Section) -> MetricsConfig:
+    config = MetricsConfig(
+        **given(
+            enabled=s.boolean("enabled"),
+            port=s.integer("port", minimum=1),
+            host=s.string("host") or None,
+        )
+    )
+    if config.host is not None and config.port is None:
+        s.error("host", "needs metrics.port (the separate listener it is the address of)")
     s.finish()
     return config
 

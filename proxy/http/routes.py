@@ -37,6 +37,7 @@ from proxy.http.errors import (
 from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
+    NO_TOKEN,
     archive_filename,
     bearer_token,
     document_id_from,
@@ -46,6 +47,7 @@ from proxy.http.requests import (
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.metrics import instruments
 from proxy.state.watch import WatchedRevocations
 
 # A list of many ids may be longer than the API's other bodies.
@@ -123,10 +125,16 @@ class Endpoints:
         ]
 
     def caller(self, request: Request) -> Caller:
-        token = bearer_token(request.headers.get("authorization"))
         try:
+            token = bearer_token(request.headers.get("authorization"))
             caller = self.tokens.verify(token)
-        except Unauthorized as exc:
+        except (Unauthorized, BearerRefused) as exc:
+            presented = not isinstance(exc, BearerRefused) or exc.headers != NO_TOKEN
+            if (metered := instruments.active()) is not None:
+                reason = "invalid_token" if presented else "no_token"
+                metered.child(metered.tokens, "refused", reason).inc()
+            if isinstance(exc, BearerRefused):
+                raise
             raise BearerRefused(headers=INVALID_TOKEN) from exc
         if self.revocations.current.refuses_token(
             caller.client_id, caller.token_id, caller.issued_at
@@ -162,10 +170,14 @@ class Endpoints:
         try:
             token = self.tokens.issue(token_request, token_id=token_id)
         except Unauthorized:
+            if (metered := instruments.active()) is not None:
+                metered.child(metered.tokens, "refused", "client_credentials").inc()
             if audit.enabled():
                 fields = {"client": token_request.client_id, "remote": remote(request)}
                 audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
             raise
+        if (metered := instruments.active()) is not None:
+            metered.child(metered.tokens, "issued", "client_credentials").inc()
         if audit.enabled():
             user = token_request.email or token_request.client_id
             fields = {
@@ -245,6 +257,7 @@ class Endpoints:
             length=archive.length if archive.length is not None else UNKNOWN_LENGTH,
             stats=self.stats,
             label=f"archive {filename!r} of {len(archive.entries)} documents",
+            backend="archive",
         )
 
     def base_url(self, request: Request) -> str:
@@ -329,6 +342,7 @@ class Endpoints:
             stats=self.stats,
             label=repr(resolved.document.id),
             trail=trail and {**trail, "range": headers.get("content-range")},
+            backend=resolved.backend.name,
         )
 
     async def openapi(self, request: Request) -> Response:
