@@ -30,6 +30,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "proxy.app": {
         "proxy.metrics",
+        "proxy.limits",
         "proxy.health",
         "proxy.http",
         "proxy.state",
@@ -54,6 +55,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.server": {"proxy.http", "proxy.config", "proxy.runtime", "proxy.common"},
     "proxy.http": {
         "proxy.metrics",
+        "proxy.limits",
         "proxy.documents",
         "proxy.state",
         "proxy.auth",
@@ -78,6 +80,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.client": {"proxy.common"},  # the download client: nothing of the server
     "proxy.runtime": {"proxy.common"},
     "proxy.metrics": {"proxy.common"},  # instruments anyone may count with; prometheus-client
+    "proxy.limits": {"proxy.config", "proxy.common"},
     "proxy.config": {"proxy.common"},
     "proxy.common": set(),
     "backends": set(),
