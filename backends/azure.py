@@ -177,6 +177,11 @@ class AzureBackend(FsspecBackend):
             if found is not None and fs in found[2]:
                 finalizer.detach()
 
+    async def probe(self) -> None:
+        """The container's properties (one HEAD): answers, credentials accepted, container there."""
+        container = self.fs.service_client.get_container_client(self.store.bucket)
+        await self._call("probe", "", container.get_container_properties())
+
     def _presign_native(self, request: PresignRequest) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 

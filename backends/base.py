@@ -86,3 +86,6 @@ class StorageBackend(Protocol):
 
     async def presign(self, request: PresignRequest) -> str | None:
         """A URL the client can fetch directly, or None when the store cannot sign."""
+
+    async def probe(self) -> None:
+        """One cheap call that proves the store answers (readiness); raise ``StorageError``."""

@@ -103,6 +103,9 @@ class FsspecBackend:
     async def close(self) -> None:
         raise NotImplementedError
 
+    async def probe(self) -> None:
+        raise NotImplementedError
+
     # -- addressing -------------------------------------------------------------------------
 
     def owns(self, netloc: str) -> bool:
@@ -126,19 +129,19 @@ class FsspecBackend:
 
     async def _call(self, operation: str, key: str, call: Awaitable[T]) -> T:
         """Await a store call with the configured timeout; translate its failures."""
+        where = f"{self.name}:{key}" if key else f"{self.name} (bucket {self.store.bucket})"
         try:
             return await asyncio.wait_for(call, self.store.timeout)
         except FileNotFoundError as exc:
-            raise ObjectNotFound(f"{self.name}:{key}") from exc
+            raise ObjectNotFound(where) from exc
         except (StorageError, InvalidKey):
             raise
         except TimeoutError as exc:
             raise StorageError(
-                f"{operation} {self.name}:{key}: the store did not answer within "
-                f"{self.store.timeout:g}s"
+                f"{operation} {where}: the store did not answer within {self.store.timeout:g}s"
             ) from exc
         except Exception as exc:
-            raise StorageError(f"{operation} {self.name}:{key}: {describe(exc)}") from exc
+            raise StorageError(f"{operation} {where}: {describe(exc)}") from exc
 
     async def stat(self, key: str) -> ObjectInfo:
         info = await self._call("stat", key, self.fs._info(self._path(key)))

@@ -103,6 +103,10 @@ class GCSBackend(FsspecBackend):
             await self.fs._session.close()
         self.fs = None
 
+    async def probe(self) -> None:
+        """The bucket's metadata (one GET): answers, credentials accepted, bucket there."""
+        await self._call("probe", "", self.fs._call("GET", f"b/{self.store.bucket}", json_out=True))
+
     def _presign_native(self, request: PresignRequest) -> str:
         blob = self._signing_client.bucket(self.store.bucket).blob(self._object_key(request.key))
         try:

@@ -186,6 +186,16 @@ class LocalBackend:
     async def presign(self, request: PresignRequest) -> str | None:
         return None
 
+    async def probe(self) -> None:
+        """The root is a folder docproxy may read (in a thread: a network mount may hang)."""
+        root = self._real_root
+        if not await anyio.to_thread.run_sync(_readable_folder, root):
+            raise StorageError(f"{self.name}: {root} is not a readable folder")
+
+
+def _readable_folder(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)
+
 
 def _walk_without_symlinks(real_root: str, relative: str) -> tuple[str, os.stat_result | None]:
     """``real_root/relative``, and the ``lstat`` of its last component when every component

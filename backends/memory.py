@@ -36,6 +36,9 @@ class MemoryBackend(FsspecBackend):
     async def close(self) -> None:
         self.fs = None
 
+    async def probe(self) -> None:
+        return None  # in this process: there while the process is
+
     def _path(self, key: str) -> str:
         return f"/{super()._path(key)}"
 

@@ -156,6 +156,10 @@ class S3Backend(FsspecBackend):
                 client.close()
         self.fs = None
 
+    async def probe(self) -> None:
+        """HEAD of the bucket: answers, credentials accepted, bucket there."""
+        await self._call("probe", "", self.fs._s3.head_bucket(Bucket=self.store.bucket))
+
     def _bucket_and_key(self, key: str) -> tuple[str, str]:
         return self.store.bucket, self._object_key(key)
 

@@ -12,20 +12,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
 from backends.routing import StorageRouter
+from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
 from proxy.config.loading import config_path, load_settings
 from proxy.config.settings import Settings
+from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService
 from proxy.documents.stats import DownloadStats
+from proxy.health.readiness import Readiness
+from proxy.health.routes import health_routes
+from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
 from proxy.http.envelope import EXCEPTION_HANDLERS
+from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
+from proxy.http.status_lines import use_reason_phrases
 from proxy.runtime.logging import configure_logging
+from proxy.state.registry import state_store
+from proxy.state.watch import WatchedRevocations
 
 logger = logging.getLogger("docproxy")
 
@@ -65,13 +74,17 @@ class QuietStartupFailure:
 
 
 def create_app(settings: Settings) -> Starlette:
-    handler = configure_logging(settings.server.log_level)
-    if handler is not None:
-        use_direct_handler(handler)
+    handler = configure_logging(settings.server.log_level, settings.server.log_format)
+    if handler is not None or settings.server.log_format == "json":
+        use_direct_handler(handler)  # None for JSON: the download line through its formatter
+    audit.enable(settings.server.audit_log)
+    use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
     links = LinkSigner(settings.presign)
     stats = DownloadStats()
+    state = state_store(settings)
+    revocations = WatchedRevocations(state)
     documents = DocumentService(
         catalog,
         router,
@@ -80,6 +93,7 @@ def create_app(settings: Settings) -> Starlette:
         stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
+    archive_links = ArchiveLinkSigner(settings.presign)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         links=links,
@@ -87,8 +101,14 @@ def create_app(settings: Settings) -> Starlette:
         stats=stats,
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
+        revocations=revocations,
         accel=AccelRedirect.from_settings(settings),
+        archives=ArchiveService(
+            documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
+        ),
+        archive_links=archive_links,
     )
+    readiness = Readiness(catalog, router.backends, settings.health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -98,6 +118,7 @@ def create_app(settings: Settings) -> Starlette:
             await router.open()
             # A wrong mapping refuses to start; a database that is merely down does not.
             await catalog.open()
+            await state.open()
         except Exception as exc:
             logger.error("docproxy cannot start: %s: %s", type(exc).__name__, exc)
             raise StartupFailed(str(exc)) from exc
@@ -107,16 +128,19 @@ def create_app(settings: Settings) -> Starlette:
                 "library (Debian and Ubuntu: libmagic1)",
                 problem,
             )
+        await revocations.start()
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield
         finally:
+            await revocations.stop()
+            await state.close()
             await catalog.disconnect()
             await router.close()
 
     app = Starlette(
-        routes=endpoints.routes(),
-        middleware=[Middleware(QuietStartupFailure)],
+        routes=endpoints.routes() + health_routes(readiness, stats),
+        middleware=[Middleware(QuietStartupFailure), Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

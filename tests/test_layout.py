@@ -19,6 +19,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.__main__": {"proxy.cli"},
     "proxy.cli": {
         "proxy.app",
+        "proxy.state",
+        "proxy.server",
         "proxy.client",
         "proxy.catalog",
         "proxy.config",
@@ -26,7 +28,9 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.app": {
+        "proxy.health",
         "proxy.http",
+        "proxy.state",
         "proxy.documents",
         "proxy.auth",
         "proxy.catalog",
@@ -35,8 +39,19 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.runtime",
         "proxy.common",
     },
+    "proxy.health": {
+        "proxy.http",
+        "proxy.documents",
+        "proxy.catalog",
+        "backends",
+        "proxy.config",
+        "proxy.runtime",
+        "proxy.common",
+    },
+    "proxy.server": {"proxy.http", "proxy.config", "proxy.runtime", "proxy.common"},
     "proxy.http": {
         "proxy.documents",
+        "proxy.state",
         "proxy.auth",
         "backends",
         "proxy.config",
@@ -50,6 +65,9 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.config",
         "proxy.common",
     },
+    # The shared state: revocations, counted link uses, rate counters (its SQLite file sits
+    # beside the catalog's).
+    "proxy.state": {"proxy.catalog", "proxy.config", "proxy.common"},
     "proxy.catalog": {"proxy.config", "proxy.common"},
     "proxy.auth": {"proxy.config", "proxy.common"},
     "proxy.client": {"proxy.common"},  # the download client: nothing of the server
@@ -59,9 +77,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "backends": set(),
 }
 # Single modules allowed past their package's line, and why: the settings assembly hands each
-# section to its owner's parser; a backend reads its options with the section reader.
+# section to its owner's parser (the server's limits to the edge's); a backend reads its options
+# with the section reader.
 ALSO_ALLOWED: dict[str, set[str]] = {
-    "proxy.config.settings": {"proxy.catalog.settings", "backends.registry"},
+    "proxy.config.settings": {
+        "proxy.catalog.settings",
+        "proxy.server.config",
+        "backends.registry",
+    },
     "backends": {"proxy.config.section"},
 }
 

@@ -42,6 +42,8 @@ class Caller:
     group_name: str | None
     fingerprint: str | None
     token_id: str
+    issued_at: float = 0.0  # the token's iat: revoking a client refuses what it had before
+    subject: str = ""  # the token's sub: per-caller limits count (client_id, subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,11 @@ class TokenAuthority:
         given = hashlib.sha256(client_secret.encode()).digest()
         return hmac.compare_digest(expected, given) and client_id in self._clients
 
-    def issue(self, request: TokenRequest, *, now: float | None = None) -> str:
+    def issue(
+        self, request: TokenRequest, *, now: float | None = None, token_id: str | None = None
+    ) -> str:
+        """A signed token for an authenticated client; ``token_id`` is its ``jti`` (made here
+        when None), which the audit trail names instead of the token."""
         if not self.authenticate_client(request.client_id, request.client_secret):
             raise Unauthorized()
         issued_at = int(now if now is not None else time.time())
@@ -116,7 +122,7 @@ class TokenAuthority:
             "iat": issued_at,
             "nbf": issued_at,
             "exp": issued_at + self.config.token_ttl,
-            "jti": uuid.uuid4().hex,
+            "jti": token_id or uuid.uuid4().hex,
             "client_id": request.client_id,
             "sub": request.email or request.client_id,
         }
@@ -145,7 +151,7 @@ class TokenAuthority:
             # claims registry again: the rest of the claims cannot have changed.
             now, leeway = int(time.time()), self.config.leeway
             if not (checked.expires < now - leeway) and not (checked.not_before > now + leeway):
-                return checked.caller
+                return self._configured(checked.caller)
         if checked is None:
             checked = self._verify_signature(token)
         jose = self._jose
@@ -166,7 +172,14 @@ class TokenAuthority:
                 expires=claims["exp"],
             ),
         )
-        return checked.caller
+        return self._configured(checked.caller)
+
+    def _configured(self, caller: Caller) -> Caller:
+        """``caller`` while its client is still in the config: removing a client from
+        config.yaml (and restarting) ends its tokens at once, not when they expire."""
+        if caller.client_id not in self._clients:
+            raise Unauthorized()
+        return caller
 
     def _verify_signature(self, token: str) -> _Checked:
         jose = self._jose
@@ -189,6 +202,8 @@ class TokenAuthority:
             group_name=_claim_str(claims, "group_name"),
             fingerprint=_claim_str(claims, "fingerprint"),
             token_id=_claim_str(claims, "jti") or "",
+            issued_at=_claim_number(claims, "iat"),
+            subject=_claim_str(claims, "sub") or "",
         )
         return _Checked(claims, caller)
 
@@ -200,3 +215,11 @@ def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise Unauthorized()
     return value
+
+
+def _claim_number(claims: Mapping[str, Any], name: str) -> float:
+    """A numeric claim, 0 when absent; the claims check refuses a token without it."""
+    value = claims.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthorized()
+    return float(value)

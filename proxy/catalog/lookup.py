@@ -161,6 +161,19 @@ class Catalog:
                 logger.warning("catalog connection lost (%s); reconnecting", describe(exc))
         raise AssertionError("unreachable")
 
+    async def ping(self) -> None:
+        """One trivial query on the pool (readiness); raise CatalogError saying why it failed.
+
+        A lost connection is dropped here as in a look-up, so the next ping reconnects."""
+        database, _ = await self._ready_database()
+        try:
+            await database.fetch_one("SELECT 1")
+        except Exception as exc:
+            if self.dialect.connection_lost(exc):
+                self._discard(database)
+                raise CatalogUnavailable(f"connection lost: {describe(exc)}") from exc
+            raise CatalogError(describe(exc)) from exc
+
     async def _ready_database(self) -> tuple[Connection, bool]:
         """The connected database, and whether it was connected by this call."""
         database = self._database

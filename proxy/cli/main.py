@@ -1,5 +1,5 @@
 """docproxy: serve the Download Document API, check its config, manage the embedded catalog
-(documents), download a document (fetch)."""
+(documents), revoke tokens, clients and documents (revoke), download a document (fetch)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from proxy.catalog.embedded import EmbeddedError
 from proxy.catalog.errors import CatalogMismatch
+from proxy.cli import revoke
 from proxy.cli.check_config import check_config
 from proxy.cli.documents import (
     documents_add,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remove.set_defaults(handler=documents_remove)
 
+    revoke.add_parser(commands, common)
     fetch_command.add_parser(commands)
     return parser
 
@@ -90,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except (EmbeddedError, CannotListen) as exc:
+    except (EmbeddedError, CannotListen, revoke.RevokeError) as exc:
         print(f"docproxy: {exc}", file=sys.stderr)
         return 1
 

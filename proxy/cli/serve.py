@@ -12,7 +12,10 @@ from pathlib import Path
 from proxy.catalog.errors import CatalogUnavailable
 from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
+from proxy.runtime.logging import uvicorn_log_config
 from proxy.runtime.malloc import tune_malloc
+from proxy.runtime.redaction import install_redaction
+from proxy.server.factory import protocol_factory
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application fails to start
 
@@ -40,20 +43,26 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+
+    from proxy.server.supervisor import DrainingMultiprocess  # imports uvicorn's supervisors
 
     path = config_path(args.config)
     settings = load_settings(path)  # refuse a bad config before uvicorn starts
+    catalog_down = None
     try:
         check_catalog(settings)  # refuse a mapping the database contradicts, too
     except CatalogUnavailable as exc:
         # Not fatal: the service answers 500 until the database is back, then serves.
-        print(f"docproxy: warning: catalog database unavailable at start: {exc}", file=sys.stderr)
+        catalog_down = f"catalog database unavailable at start: {exc}"
+    log_format = settings.server.log_format
+    if catalog_down and log_format == "text":
+        print(f"docproxy: warning: {catalog_down}", file=sys.stderr)
     tune_malloc()  # before uvicorn starts threads or worker processes
     # Workers re-create the app from the environment, so the config path travels there.
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    limits = settings.server.limits
     config = uvicorn.Config(
         "proxy.app:app_from_environment",
         factory=True,
@@ -62,9 +71,19 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers or settings.server.workers,
         log_level=settings.server.log_level,
         access_log=settings.server.access_log,
+        **({"log_config": log_config} if (log_config := uvicorn_log_config(log_format)) else {}),
         proxy_headers=False,
         server_header=False,  # no "server: uvicorn" on every response (Date stays)
+        # The edge's bounds and timers; spawned workers get the factory pickled.
+        http=protocol_factory(limits, settings.download.send_timeout),  # type: ignore[arg-type]
+        ws="none",  # no WebSocket endpoints: an Upgrade header is answered as a plain request
+        timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]
+        # A backstop only: each connection resets itself once shutdown_timeout has passed.
+        timeout_graceful_shutdown=limits.shutdown_timeout + 2,  # type: ignore[arg-type]
     )
+    install_redaction()  # on the handlers uvicorn.Config has just set up in this process
+    if catalog_down and log_format == "json":  # uvicorn's logging is set up by now
+        logging.getLogger("uvicorn.error").warning(catalog_down)
     sock = listen_socket(host, port)
     # uvicorn says where it listens only when it binds the socket itself.
     logging.getLogger("uvicorn.error").info(
@@ -75,7 +94,7 @@ def serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         if config.workers > 1:
-            Multiprocess(config, sockets=[sock]).run()
+            DrainingMultiprocess(config, sockets=[sock]).run()
             return 0
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on

@@ -1,4 +1,5 @@
-"""docproxy fetch: download one document with a progress bar, resuming a partial file.
+"""docproxy fetch: download one document with a progress bar, resuming a partial file;
+with --zip, one ZIP archive of several documents.
 
 A partial file is resumed with a Range request from its size on. While a download is
 incomplete, the object's validator (ETag, else Last-Modified) is kept next to it in
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from proxy.client.options import (
@@ -33,7 +35,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=__doc__,  # plain text: it is the command's --help
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("document_id", metavar="DOCUMENT_ID")
+    parser.add_argument("document_ids", metavar="DOCUMENT_ID", nargs="+")
+    parser.add_argument(
+        "--zip", action="store_true", help="one ZIP archive of all the DOCUMENT_IDs given"
+    )
     parser.add_argument(
         "-o", "--output", type=Path, help="file to write (default: the served file name)"
     )
@@ -56,12 +61,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Options from the command line, with the environment filling what it left out."""
+    if len(args.document_ids) > 1 and not args.zip:
+        sys.stderr.write("docproxy fetch: several documents need --zip (one archive of them)\n")
+        return 2
     token = args.token
     client_id = args.client_id or (None if token else os.environ.get(CLIENT_ID_ENV))
     if not token and not client_id:
         token = os.environ.get(TOKEN_ENV)
     options = FetchOptions(
-        document_id=args.document_id,
+        document_id=args.document_ids[0],
+        archive_ids=tuple(args.document_ids) if args.zip else (),
         output=args.output,
         url=args.url or os.environ.get(URL_ENV) or DEFAULT_URL,
         token=token or None,

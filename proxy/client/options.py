@@ -25,6 +25,8 @@ class FetchOptions:
     presigned: bool = False
     quiet: bool = False
     limit_rate: int | None = None  # bytes per second
+    # With ids here, one archive of them all (POST /download/zip) instead of one document.
+    archive_ids: tuple[str, ...] = ()
 
 
 def parse_rate(value: str) -> int:

@@ -84,6 +84,14 @@ class Section:
         value = self._numeric(key, int | float, "a number", minimum)
         return default if value is None else float(value)
 
+    def duration(self, key: str) -> float | None:
+        """A number of seconds, more than 0."""
+        value = self.number(key, minimum=0)
+        if value == 0:
+            self.error(key, "must be more than 0")
+            return None
+        return value
+
     def _numeric(
         self, key: str, kind: type | UnionType, what: str, minimum: float | None
     ) -> float | None:

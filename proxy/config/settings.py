@@ -21,6 +21,7 @@ from backends.registry import backend_class, known_protocols
 from proxy.catalog.settings import CatalogConfig, parse_catalog
 from proxy.config.environment import substitute_env
 from proxy.config.section import Section, given
+from proxy.server.config import ServerLimits, parse_limits
 
 
 class ConfigError(Exception):
@@ -38,7 +39,10 @@ class ServerConfig:
     workers: int = 1
     public_url: str | None = None  # base of the proxy's own signed links; else the request's
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, uvicorn's lines included
+    audit_log: bool = False  # one docproxy.audit event per token, presigned URL and download
     access_log: bool = True  # uvicorn's line per request; docproxy logs each download anyway
+    limits: ServerLimits = field(default_factory=ServerLimits)  # read by proxy.server.config
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,34 @@ class AccelRedirectConfig:
 class DownloadConfig:
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
+    # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
+    send_timeout: float = 60.0
     accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where revocations, link uses and rate counters live: Redis when ``redis_url`` is set
+    (shared by every replica), else a SQLite file on this host."""
+
+    redis_url: str | None = None
+    key_prefix: str = "docproxy:"  # every Redis key and channel starts with it
+    path: str | None = None  # the SQLite file; left out: beside the SQLite catalog or config
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    timeout: float = 2.0  # each readiness probe (catalog, every store) must answer within it
+    interval: float = 5.0  # a readiness result is reused this long: probes cost nothing under load
+
+
+@dataclass(frozen=True, slots=True)
+class ZipConfig:
+    """Archives of many documents (``POST /download/zip``)."""
+
+    max_documents: int = 1000
+    max_bytes: int = 16 * 1024**3  # the documents' total size, before any compression
+    compress: bool = False  # deflate entries; stored entries let the response carry a length
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +140,14 @@ class Settings:
     catalog: CatalogConfig
     storage: StorageConfig
     download: DownloadConfig
+    state: StateConfig = field(default_factory=StateConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    zip: ZipConfig = field(default_factory=ZipConfig)
     source: str = "<memory>"
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
@@ -128,6 +163,9 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         catalog=parse_catalog(root.section("catalog")),
         storage=_storage(root.section("storage")),
         download=_download(root.section("download")),
+        state=_state(root.section("state")),
+        health=_health(root.section("health")),
+        zip=_zip(root.section("zip")),
         source=source,
     )
     _check_accel_redirect(settings, root)
@@ -148,7 +186,21 @@ def _server(s: Section) -> ServerConfig:
             workers=s.integer("workers", minimum=1),
             public_url=public_url.rstrip("/") if public_url else None,
             log_level=s.string("log_level", choices=LOG_LEVELS),
+            log_format=s.string("log_format", choices=LOG_FORMATS),
+            audit_log=s.boolean("audit_log"),
             access_log=s.boolean("access_log"),
+            limits=parse_limits(s),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _health(s: Section) -> HealthConfig:
+    config = HealthConfig(
+        **given(
+            timeout=s.number("timeout", minimum=0.1),
+            interval=s.number("interval", minimum=0),
         )
     )
     s.finish()
@@ -255,7 +307,35 @@ def _download(s: Section) -> DownloadConfig:
         **given(
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
+        )
+    )
+    s.finish()
+    return config
+
+
+def _state(s: Section) -> StateConfig:
+    redis_url = s.string("redis_url") or None
+    if redis_url is not None and not re.match(r"^(redis|rediss|unix)://", redis_url):
+        s.error("redis_url", "must be a redis://, rediss:// or unix:// URL")
+    config = StateConfig(
+        **given(
+            redis_url=redis_url,
+            key_prefix=s.string("key_prefix"),
+            path=s.string("path") or None,
+        )
+    )
+    s.finish()
+    return config
+
+
+def _zip(s: Section) -> ZipConfig:
+    config = ZipConfig(
+        **given(
+            max_documents=s.integer("max_documents", minimum=1),
+            max_bytes=s.size("max_bytes"),
+            compress=s.boolean("compress"),
         )
     )
     s.finish()

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class DocumentError(Exception):
-    """A document that cannot be served."""
+    """A document that cannot be served.
+
+    ``document_id`` is set when the request named many documents (an archive): the answer
+    then says which one was refused.
+    """
+
+    document_id: str | None = None
 
 
 class DocumentNotFound(DocumentError):
@@ -26,3 +32,8 @@ class StoreFailed(DocumentError):
 
 class CatalogFailed(DocumentError):
     """The catalog database failed or refused the look-up."""
+
+
+class ArchiveTooLarge(DocumentError):
+    """An archive over one of its limits (documents, bytes, link length). Unlike the others,
+    the message is for the client: it says which limit."""

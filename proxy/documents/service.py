@@ -173,7 +173,13 @@ class DocumentService:
         return choose_type(by_name, by_column, sniffed)
 
     async def presigned_url(self, document_id: str, caller: Caller, proxy_base_url: str) -> str:
-        """The store's own presigned URL, or the proxy's signed link when the store cannot sign.
+        return (await self.presign(document_id, caller, proxy_base_url))[0]
+
+    async def presign(
+        self, document_id: str, caller: Caller, proxy_base_url: str
+    ) -> tuple[str, str]:
+        """The store's own presigned URL, or the proxy's signed link when the store cannot sign,
+        and the name of the backend holding the document.
 
         A URL (or link) signed less than ``presign.reuse_margin`` seconds ago for the same
         catalog row is handed out again without asking the store anything (no stat, no
@@ -184,7 +190,7 @@ class DocumentService:
         cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
         url = self.presigned.get(cache_key)
         if url is not None:
-            return url
+            return url, located.backend.name
         resolved = await self.inspect(located)
         request = PresignRequest(
             key=resolved.key,
@@ -201,7 +207,7 @@ class DocumentService:
         if url is None:
             url = self.links.sign(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
-        return url
+        return url, located.backend.name
 
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when

@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import time
 
+from proxy.runtime.redaction import REDACTOR, redact
+
 logger = logging.getLogger("docproxy")
 
 _handler: logging.StreamHandler | None = None  # type: ignore[type-arg]
+_ONLY_REDACTION = [REDACTOR]  # the handler's filters when docproxy set it up
 _second = -1
 _second_text = ""
 
@@ -36,7 +39,7 @@ def log_download(label: str, outcome: str, sent: int) -> None:
         handler is None
         or logger.handlers != [handler]
         or logger.filters
-        or handler.filters
+        or (handler.filters and handler.filters != _ONLY_REDACTION)
         or handler.level > logging.INFO
     ):
         logger.info("download %s %s: %d bytes sent", label, outcome, sent)
@@ -47,9 +50,10 @@ def log_download(label: str, outcome: str, sent: int) -> None:
     if second != _second:
         _second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         _second = second
+    # The line skips the handler's filters, so it is redacted here as they would.
     line = (
         f"{_second_text},{int((now - second) * 1000):03d} INFO docproxy: "
-        f"download {label} {outcome}: {sent} bytes sent\n"
+        f"download {redact(label)} {outcome}: {sent} bytes sent\n"
     )
     with handler.lock:  # type: ignore[union-attr]
         try:

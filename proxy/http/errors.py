@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.auth.errors import Unauthorized
-from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
+from proxy.documents.errors import (
+    ArchiveTooLarge,
+    CatalogFailed,
+    DocumentNotFound,
+    NoFilePath,
+    StoreFailed,
+)
+from proxy.state.errors import StateFailed
 
 
 class RequestError(Exception):
@@ -38,6 +45,11 @@ class DocumentIdRequired(RequestError):
     """The document id is missing, empty, blank or not a string."""
 
 
+class BearerRefused(RequestError):
+    """No usable Bearer token on an endpoint that needs one; ``headers`` carry the challenge
+    (RFC 6750: ``Bearer``, with ``error="invalid_token"`` when a token was presented)."""
+
+
 class PreconditionFailed(RequestError):
     """If-Match or If-Unmodified-Since did not hold."""
 
@@ -52,6 +64,31 @@ class RouteNotFound(RequestError):
 
 class MethodNotAllowed(RequestError):
     """The path is an endpoint's, the method is not."""
+
+
+class MalformedRequest(RequestError):
+    """The bytes are not an HTTP/1.1 request (answered by the server before any endpoint)."""
+
+
+class BadHost(RequestError):
+    """``Host`` missing on HTTP/1.1, given twice, malformed or not one of the allowed hosts."""
+
+
+class HeadTooLarge(RequestError):
+    """The request line and header fields exceed ``server.max_header_bytes`` or
+    ``server.max_header_fields``."""
+
+
+class TargetTooLong(RequestError):
+    """The request target exceeds ``server.max_target_bytes``."""
+
+
+class RequestTimeout(RequestError):
+    """The head did not arrive within ``server.header_timeout``, or the body stopped."""
+
+
+class TooManyConnections(RequestError):
+    """This worker already holds ``server.max_connections`` connections."""
 
 
 class Action(enum.Enum):
@@ -76,16 +113,25 @@ _FAULT = {
 
 ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     Unauthorized: Answer(403, "UNAUTHORIZED"),
+    BearerRefused: Answer(403, "UNAUTHORIZED"),
     DocumentIdRequired: Answer(435, "Document ID is required"),
     InvalidRequest: Answer(435, "Invalid request"),
     NoFilePath: Answer(435, "Document has no file path"),
+    ArchiveTooLarge: Answer(435, "Archive too large"),
     DocumentNotFound: Answer(437, "Document not found"),
     PreconditionFailed: Answer(412, "Precondition failed"),
     RangeNotSatisfiable: Answer(416, "Requested range not satisfiable"),
     RouteNotFound: Answer(404, "Route not found"),
     MethodNotAllowed: Answer(405, "Method not allowed"),
+    MalformedRequest: Answer(400, "Malformed HTTP request"),
+    BadHost: Answer(400, "Invalid Host header"),
+    HeadTooLarge: Answer(431, "Request header fields too large"),
+    TargetTooLong: Answer(414, "Request target too long"),
+    RequestTimeout: Answer(408, "Request timeout"),
+    TooManyConnections: Answer(503, "Too many connections"),
     StoreFailed: _FAULT,
     CatalogFailed: _FAULT,
+    StateFailed: _FAULT,
 }
 
 #: The errors an endpoint answers itself; anything else is a defect (500, logged).

@@ -3,35 +3,65 @@ answers them from the one table in ``proxy.http.errors``."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from proxy.auth.archive_links import ArchiveLinkSigner
+from proxy.auth.errors import Unauthorized
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
+from proxy.documents.archive import ArchiveService
+from proxy.documents.disposition import content_disposition
 from proxy.documents.service import DocumentService, ResolvedDocument
 from proxy.documents.stats import DownloadStats
+from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.conditional import Validators, select_response
 from proxy.http.envelope import error_response, ok
-from proxy.http.errors import ANSWERED, Action, DocumentIdRequired, InvalidRequest
+from proxy.http.errors import (
+    ANSWERED,
+    Action,
+    BearerRefused,
+    DocumentIdRequired,
+    InvalidRequest,
+    answer_for,
+)
+from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
+    INVALID_TOKEN,
+    archive_filename,
     bearer_token,
     document_id_from,
+    document_ids_from,
     json_object,
     optional_string,
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.state.watch import WatchedRevocations
+
+# A list of many ids may be longer than the API's other bodies.
+ARCHIVE_BODY_BYTES = 1024 * 1024
+# The body length given to a stream whose length is not known (deflated archives): never reached.
+UNKNOWN_LENGTH = 1 << 62
 
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
 BASE_URLS_KEPT = 256
+TOKEN_HEADERS = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def remote(request: Request) -> str | None:
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 class Handler:
@@ -64,7 +94,10 @@ class Endpoints:
     stats: DownloadStats
     cache_control: str
     public_url: str | None
+    revocations: WatchedRevocations
     accel: AccelRedirect | None = None
+    archives: ArchiveService | None = None
+    archive_links: ArchiveLinkSigner | None = None
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
         default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
@@ -74,20 +107,38 @@ class Endpoints:
         # Downloads first: the router tries routes in order, and each miss costs a regex match.
         # "/download/" (empty id) is a download too: its id fails the check with the API's 435.
         get = ["GET", "HEAD"]
+        openapi_json()  # read at start: a broken description stops the start, not a request
         download, presign, token = Action.DOWNLOAD, Action.PRESIGN, Action.TOKEN
         return [
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
             Route("/links/{document_id:path}", Handler(self.download_link, download), methods=get),
             Route("/download", Handler(self.presign, presign), methods=["POST"]),
+            Route("/download/zip", Handler(self.archive_link, presign), methods=["POST"]),
+            Route("/archives/{filename}", Handler(self.archive, download), methods=get),
             Route("/download", Handler(self.missing_id, download), methods=get),
             Route(
                 "/generate-client-auth-token", Handler(self.generate_token, token), methods=["POST"]
             ),
-            Route("/healthz", Handler(self.health), methods=["GET"]),
+            Route("/openapi.json", Handler(self.openapi), methods=["GET"]),
         ]
 
     def caller(self, request: Request) -> Caller:
-        return self.tokens.verify(bearer_token(request.headers.get("authorization")))
+        token = bearer_token(request.headers.get("authorization"))
+        try:
+            caller = self.tokens.verify(token)
+        except Unauthorized as exc:
+            raise BearerRefused(headers=INVALID_TOKEN) from exc
+        if self.revocations.current.refuses_token(
+            caller.client_id, caller.token_id, caller.issued_at
+        ):
+            raise BearerRefused(headers=INVALID_TOKEN)
+        return caller
+
+    def check_document(self, document_id: str) -> str:
+        """The id, unless an operator revoked the document (403 on every endpoint)."""
+        if self.revocations.current.refuses_document(document_id):
+            raise Unauthorized()
+        return document_id
 
     async def generate_token(self, request: Request) -> Response:
         body = await json_object(request)
@@ -107,15 +158,94 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
-        return ok({"access_token": self.tokens.issue(token_request)})
+        token_id = uuid.uuid4().hex
+        try:
+            token = self.tokens.issue(token_request, token_id=token_id)
+        except Unauthorized:
+            if audit.enabled():
+                fields = {"client": token_request.client_id, "remote": remote(request)}
+                audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
+            raise
+        if audit.enabled():
+            user = token_request.email or token_request.client_id
+            fields = {
+                "client": token_request.client_id,
+                "subject": user,
+                "group": token_request.group_name,
+                "token_id": token_id,
+                "remote": remote(request),
+                "outcome": "issued",
+            }
+            audit.record("token.issued", "token issued", fields)
+        # RFC 6749, section 5.1: a response carrying a token is never stored by a cache.
+        return ok(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.tokens.config.token_ttl,
+            },
+            headers=TOKEN_HEADERS,
+        )
 
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
         body = await json_object(request)
-        document_id = document_id_from((body or {}).get("document_id"))
+        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
         base_url = self.public_url or self.base_url(request)
-        url = await self.documents.presigned_url(document_id, caller, base_url)
+        if not audit.enabled():
+            url, _ = await self.documents.presign(document_id, caller, base_url)
+            return ok({"download_url": url})
+        fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
+        try:
+            url, backend = await self.documents.presign(document_id, caller, base_url)
+        except ANSWERED as exc:
+            outcome = f"refused {answer_for(exc, Action.PRESIGN).status}"
+            audit.record("presign", "presign refused", {**fields, "outcome": outcome})
+            raise
+        audit.record(
+            "presign", "presigned URL", {**fields, "backend": backend, "outcome": "issued"}
+        )
         return ok({"download_url": url})
+
+    async def archive_link(self, request: Request) -> Response:
+        caller = self.caller(request)  # the token is checked before anything else
+        assert self.archives is not None
+        body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
+        document_ids = [self.check_document(i) for i in document_ids_from(body.get("document_ids"))]
+        filename = archive_filename(body.get("filename"))
+        base_url = self.public_url or self.base_url(request)
+        url = await self.archives.link(document_ids, filename, caller, base_url)
+        return ok({"download_url": url})
+
+    async def archive(self, request: Request) -> Response:
+        """An archive's link: every document checked again, then the ZIP streamed. Range is
+        ignored (Accept-Ranges: none): the archive is made anew on every GET."""
+        assert self.archives is not None and self.archive_links is not None
+        filename = request.path_params["filename"]
+        query = request.query_params
+        grant = self.archive_links.verify(
+            filename, query.get("ids"), query.get("expires"), query.get("signature")
+        )
+        for document_id in grant.document_ids:
+            self.check_document(document_id)  # revoked after the link was made
+        archive = await self.archives.open(grant)
+        headers = {
+            "content-type": "application/zip",
+            "content-disposition": content_disposition(filename),
+            "cache-control": self.cache_control,
+            "x-content-type-options": "nosniff",
+            "accept-ranges": "none",
+        }
+        if archive.length is not None:
+            headers["content-length"] = str(archive.length)
+        return DownloadResponse(
+            self.archives.chunks(archive),
+            status_code=200,
+            headers=headers,
+            length=archive.length if archive.length is not None else UNKNOWN_LENGTH,
+            stats=self.stats,
+            label=f"archive {filename!r} of {len(archive.entries)} documents",
+        )
 
     def base_url(self, request: Request) -> str:
         """Starlette's ``request.base_url`` as text, remembered for what it is made of."""
@@ -140,19 +270,34 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
-        document_id = document_id_from(request.path_params["document_id"])
-        resolved = await self.documents.resolve_document(document_id, caller)
-        return self.send(request, resolved)
+        document_id = self.check_document(document_id_from(request.path_params["document_id"]))
+        return await self.resolve_and_send(request, document_id, caller)
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
         self.links.verify(
             document_id, request.query_params.get("expires"), request.query_params.get("signature")
         )
-        resolved = await self.documents.resolve_document(document_id_from(document_id), None)
-        return self.send(request, resolved)
+        document_id = self.check_document(document_id_from(document_id))
+        return await self.resolve_and_send(request, document_id, None)
 
-    def send(self, request: Request, resolved: ResolvedDocument) -> Response:
+    async def resolve_and_send(
+        self, request: Request, document_id: str, caller: Caller | None
+    ) -> Response:
+        if not audit.enabled():
+            return self.send(request, await self.documents.resolve_document(document_id, caller))
+        fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
+        try:
+            resolved = await self.documents.resolve_document(document_id, caller)
+        except ANSWERED as exc:
+            outcome = f"refused {answer_for(exc, Action.DOWNLOAD).status}"
+            audit.record("download", "download refused", {**fields, "outcome": outcome})
+            raise
+        return self.send(request, resolved, {**fields, "backend": resolved.backend.name})
+
+    def send(
+        self, request: Request, resolved: ResolvedDocument, trail: dict[str, Any] | None = None
+    ) -> Response:
         """The whole object (200), one range of it (206) or nothing new (304); HEAD alike."""
         size = resolved.info.size
         validators = Validators.of(resolved.info)
@@ -183,7 +328,8 @@ class Endpoints:
             length=stop - start,
             stats=self.stats,
             label=repr(resolved.document.id),
+            trail=trail and {**trail, "range": headers.get("content-range")},
         )
 
-    async def health(self, request: Request) -> Response:
-        return ok({"status": "ok", **asdict(self.stats)})
+    async def openapi(self, request: Request) -> Response:
+        return Response(openapi_json(), media_type="application/json")

@@ -8,8 +8,10 @@ headers went out must not look like a clean end of body, so it aborts the connec
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -18,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.documents.errors import StoreFailed
 from proxy.documents.stats import DownloadStats
+from proxy.http import audit
 from proxy.http.accesslog import log_download
 from proxy.http.envelope import error_response
 from proxy.http.errors import Action
@@ -44,24 +47,28 @@ class DownloadResponse(Response):
         length: int,
         stats: DownloadStats,
         label: str,
+        trail: dict[str, Any] | None = None,
     ) -> None:
         self.chunks = chunks
         self.status_code = status_code
         self.background = None
         self.stats = stats
         self.label = label
+        self.trail = trail  # the audit event's fields, when the audit trail is on
         self.length = length
         # Starlette's init_headers, less what a download never needs (lower-casing names that
         # are lower case already, adding a Content-Type or Content-Length it already has).
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._started = time.monotonic() if self.trail is not None else 0.0
         if scope.get("method") == "HEAD":
             await send(
                 {"type": "http.response.start", "status": self.status_code,
                  "headers": self.raw_headers}
             )  # fmt: skip
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self._audit("complete", 0)
             return
         # The first chunk is read before the headers go out: a store that fails at once
         # (open refused, I/O error) still gets the API's 500 instead of a cut 200.
@@ -70,6 +77,7 @@ class DownloadResponse(Response):
         except StoreFailed as exc:
             logger.error("download %s: storage failed before the first byte: %s", self.label, exc)
             await error_response(exc, Action.DOWNLOAD)(scope, receive, send)
+            self._audit("failed by storage", 0)
             return
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
@@ -101,9 +109,19 @@ class DownloadResponse(Response):
                 self.stats.completed += 1
             else:
                 self.stats.aborted += 1
-            log_download(self.label, outcome, self._sent)
+            if self.trail is None:
+                log_download(self.label, outcome, self._sent)
+            else:  # the audit event is the download's line
+                self._audit(outcome, self._sent)
         if self._failure is not None:
             raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+
+    def _audit(self, outcome: str, sent: int) -> None:
+        if self.trail is None:
+            return
+        duration = round(time.monotonic() - self._started, 6)
+        fields = {**self.trail, "bytes_sent": sent, "outcome": outcome, "duration": duration}
+        audit.record("download", f"download {self.label} {outcome}: {sent} bytes sent", fields)
 
     def _is_single_message(self) -> bool:
         return self.length <= SINGLE_MESSAGE_LIMIT

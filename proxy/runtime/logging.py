@@ -1,24 +1,111 @@
-"""docproxy's own log lines (refusals, storage faults, download outcomes) to stderr."""
+"""docproxy's own log lines (refusals, storage faults, download outcomes) to stderr, as text or
+as one JSON object per line (``server.log_format``), uvicorn's lines included."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from proxy.runtime.redaction import install_redaction
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMATS = ("text", "json")
 
 logger = logging.getLogger("docproxy")
 
+#: The request being served by this task (set by ``proxy.http.requestid``), for every line.
+REQUEST_ID: ContextVar[str | None] = ContextVar("docproxy_request_id", default=None)
 
-def configure_logging(level: str) -> logging.StreamHandler | None:  # type: ignore[type-arg]
-    """Give the ``docproxy`` logger a stderr handler (once per process) and set its level.
 
-    Returns the handler when this call made it, None when the logger had one already.
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``event``
+    (the message), ``request_id`` when a request is being served, and an audit record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] | None = getattr(record, "fields", None)
+        event = getattr(record, "event", None)
+        if (
+            record.name == "uvicorn.access"
+            and isinstance(record.args, tuple)
+            and len(record.args) == 5
+        ):
+            event, fields = "request", _access_fields(record.args)
+        line: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": event or record.getMessage(),
+            "request_id": REQUEST_ID.get(),
+        }
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
+    """uvicorn's access line as fields, the path without its query: a proxy link's signature
+    is in the query, and signatures never reach a log."""
+    remote, method, target, version, status = args
+    return {
+        "remote": remote,
+        "method": method,
+        "path": str(target).split("?", 1)[0],
+        "http_version": version,
+        "status": status,
+    }
+
+
+def _utc(created: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created % 1 * 1000):03d}Z"
+    )
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
+
+
+def configure_logging(level: str, log_format: str = "text") -> logging.StreamHandler | None:  # type: ignore[type-arg]
+    """Give the ``docproxy`` logger a stderr handler (once per process) and set its level,
+    and put the credential filter on every handler the process has (uvicorn's included).
+
+    Returns the handler when this call made it as plain text, else None (a JSON line is never
+    written by the download line's shortcut, ``proxy.http.accesslog``).
     """
     made = None
     if not logger.handlers:
         made = logging.StreamHandler()
-        made.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(made)
         logger.propagate = False
+    for handler in logger.handlers:
+        handler.setFormatter(formatter(log_format))
     logger.setLevel(level.upper())
-    return made
+    install_redaction()
+    return made if log_format == "text" else None
+
+
+def uvicorn_log_config(log_format: str) -> dict[str, Any] | None:
+    """uvicorn's ``log_config`` for ``log_format``: None keeps uvicorn's own text lines."""
+    if log_format != "json":
+        return None
+    json_formatter = {"()": "proxy.runtime.logging.JsonFormatter"}
+    stderr = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    stdout = {**stderr, "stream": "ext://sys.stdout"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": json_formatter},
+        "handlers": {"default": stderr, "access": stdout},
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+        "root": {"handlers": ["default"], "level": "WARNING"},  # libraries' warnings too
+    }

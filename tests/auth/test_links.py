@@ -114,7 +114,9 @@ def test_link_expires_after_the_configured_ttl(make_service, tmp_path):
 
 def test_link_signed_with_another_key_is_refused(service):
     forged = signer(key="not-the-configured-link-key").sign(service.base_url, DOCUMENT_ID)
-    assert_envelope(httpx.get(forged), 403, "UNAUTHORIZED")
+    response = httpx.get(forged)
+    assert_envelope(response, 403, "UNAUTHORIZED")
+    assert "www-authenticate" not in response.headers  # a link is no Bearer token
 
 
 def test_token_key_does_not_sign_links(service):

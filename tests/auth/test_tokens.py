@@ -10,6 +10,7 @@ import uuid
 
 import httpx
 import pytest
+import yaml
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
@@ -107,8 +108,21 @@ def test_api_example_returns_a_token_envelope(service):
     body = response.json()
     assert body["statusCode"] == 200
     assert body["message"] == "OKAY"
-    assert list(body["data"]) == ["access_token"]
+    assert list(body["data"]) == ["access_token", "token_type", "expires_in"]
     assert body["data"]["access_token"].startswith("eyJ")
+    assert body["data"]["token_type"] == "Bearer"
+    assert body["data"]["expires_in"] == 3600  # the default TTL, in seconds
+    # RFC 6749, section 5.1: no cache keeps a response that carries a token.
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+
+
+def test_a_refused_client_gets_no_bearer_challenge(service):
+    """The token endpoint takes client credentials, not a Bearer token: no challenge."""
+    request = {"client_id": "your-client-id", "client_secret": "wrong"}
+    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=request)
+    assert_envelope(response, 403, "UNAUTHORIZED")
+    assert "www-authenticate" not in response.headers
 
 
 def test_token_carries_the_promised_claims_and_header(service):
@@ -275,6 +289,21 @@ ATTACKS = {
 }
 
 
+# The attacks in which no Bearer token is presented: their 403 challenges with a bare
+# "Bearer"; every other one says the token presented is invalid (RFC 6750, section 3.1).
+NO_TOKEN_PRESENTED = {
+    "no-header",
+    "empty-header",
+    "basic-scheme",
+    "token-without-scheme",
+    "bearer-without-token",
+}
+
+
+def challenge(attack: str) -> str:
+    return "Bearer" if attack in NO_TOKEN_PRESENTED else 'Bearer error="invalid_token"'
+
+
 def attack_header(name: str) -> str | None:
     value = ATTACKS[name]
     if value is not None and "TOKEN" in value:
@@ -284,7 +313,9 @@ def attack_header(name: str) -> str | None:
 
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_token_attacks_on_get_download(service, attack):
-    assert_envelope(get_doc(service, attack_header(attack)), 403, "UNAUTHORIZED")
+    response = get_doc(service, attack_header(attack))
+    assert_envelope(response, 403, "UNAUTHORIZED")
+    assert response.headers.get_list("www-authenticate") == [challenge(attack)]
 
 
 @pytest.mark.parametrize("attack", ["no-header", "forged-signature", "expired", "alg-none"])
@@ -295,6 +326,7 @@ def test_token_attacks_on_post_download(service, attack):
         f"{service.base_url}/download", json={"document_id": "doc-1"}, headers=headers
     )
     assert_envelope(response, 403, "UNAUTHORIZED")
+    assert response.headers.get_list("www-authenticate") == [challenge(attack)]
 
 
 def test_tampered_payload_of_a_real_token_is_refused(service):
@@ -332,10 +364,14 @@ def test_token_is_checked_before_anything_else(service, method, path, kwargs):
     headers = {**kwargs.pop("headers", {}), "Authorization": "Bearer forged.token.value"}
     response = httpx.request(method, f"{service.base_url}{path}", headers=headers, **kwargs)
     assert_envelope(response, 403, "UNAUTHORIZED")
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
 def test_ttl_and_algorithm_follow_the_config(make_service, tmp_path):
     service = make_service({"auth": {"token_ttl": 120, "algorithm": "HS512"}})
+    issued = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=API_TOKEN_REQUEST | {
+        "client_id": "test-client", "client_secret": "test-secret"})  # fmt: skip
+    assert issued.json()["data"]["expires_in"] == 120
     token = service.token()
     key = OctKey.import_key(TOKEN_KEY.encode())
     decoded = jwt.decode(token, key, algorithms=["HS512"])
@@ -347,3 +383,75 @@ def test_ttl_and_algorithm_follow_the_config(make_service, tmp_path):
     assert get_doc(service, f"Bearer {token}").status_code == 200
     # An HS256 token with the same key is not accepted by an HS512 service.
     assert_envelope(get_doc(service, f"Bearer {encode(good_claims())}"), 403, "UNAUTHORIZED")
+
+
+# --- clients leaving the config, text that is not Unicode ----------------------------------
+
+
+STRING_FIELDS = [
+    ("client_id",),
+    ("client_secret",),
+    ("fingerprint",),
+    ("user", "first_name"),
+    ("user", "last_name"),
+    ("user", "email"),
+    ("user", "group_name"),
+]
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS, ids=[".".join(f) for f in STRING_FIELDS])
+@pytest.mark.parametrize("text", ["\\ud800", "ok\\udfff", "\\udc00\\ud800"])
+def test_a_lone_surrogate_in_a_token_field_gets_435_naming_it(service, field, text):
+    body = json.loads(json.dumps(API_TOKEN_REQUEST))
+    target = body
+    for name in field[:-1]:
+        target = target[name]
+    target[field[-1]] = "PLACEHOLDER"
+    # json.dumps would escape a real surrogate itself; the escape is written into the text.
+    content = json.dumps(body).replace("PLACEHOLDER", text).encode()
+    response = httpx.post(
+        f"{service.base_url}{TOKEN_PATH}",
+        content=content,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_envelope(response, 435, f"{'.'.join(field)} must be valid Unicode")
+
+
+def test_a_body_that_is_not_utf8_gets_435(service):
+    content = json.dumps(API_TOKEN_REQUEST).replace("John", "J\udcffohn", 1)
+    response = httpx.post(
+        f"{service.base_url}{TOKEN_PATH}",
+        content=content.encode("utf-8", "surrogateescape"),  # a raw 0xff byte
+        headers={"Content-Type": "application/json"},
+    )
+    assert_envelope(response, 435, "Malformed JSON body")
+
+
+def test_a_client_removed_from_the_config_loses_its_tokens(make_service, tmp_path):
+    leaving = {"client_id": "leaving-client", "client_secret": "leaving-secret"}
+    clients = [{"client_id": "test-client", "client_secret": "test-secret"}, leaving]
+    service = make_service({"auth": {"clients": clients}})
+    sample = tmp_path / "x.txt"
+    sample.write_bytes(b"x")
+    run_cli(service.config_path, "documents", "add", str(sample), "--id", "doc-1")
+    response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=leaving)
+    leaving_token = response.json()["data"]["access_token"]
+    staying_token = service.token()
+    assert get_doc(service, f"Bearer {leaving_token}").status_code == 200
+
+    service.stop()
+    config = yaml.safe_load(service.config_path.read_text())
+    config["auth"]["clients"] = clients[:1]
+    service.config_path.write_text(yaml.safe_dump(config))
+    service.start()
+
+    assert_envelope(get_doc(service, f"Bearer {leaving_token}"), 403, "UNAUTHORIZED")
+    assert get_doc(service, f"Bearer {staying_token}").status_code == 200
+    assert_envelope(
+        httpx.post(f"{service.base_url}{TOKEN_PATH}", json=leaving), 403, "UNAUTHORIZED"
+    )
+
+
+def test_a_signed_token_for_a_client_never_configured_is_refused(service):
+    token = encode(good_claims(client_id="never-configured"))
+    assert_envelope(get_doc(service, f"Bearer {token}"), 403, "UNAUTHORIZED")

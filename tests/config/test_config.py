@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from proxy.config.loading import load_settings
-from proxy.config.settings import ConfigError
+from proxy.config.settings import ConfigError, parse_settings
 from tests.conftest import require_server
 from tests.harness import REPO, base_config, free_port, merge, write_config
 from tests.samples import pdf_bytes
@@ -377,3 +377,18 @@ def test_load_settings_raises_config_error_not_yaml_errors(tmp_path):
 def test_presign_reuse_margin_defaults_to_a_tenth_of_the_ttl_at_most(tmp_path, presign, margin):
     path = write_config(tmp_path / "c.yaml", merge(base_config(tmp_path), {"presign": presign}))
     assert load_settings(path).presign.reuse_margin == margin
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"redis_url": "http://127.0.0.1:6379"}, "state.redis_url: must be a redis://"),
+        ({"key_prefix": []}, "state.key_prefix: must be a string, not list"),
+        ({"redis": "x"}, "state.redis: unknown key"),
+    ],
+)
+def test_state_keys_are_checked(tmp_path, state, problem):
+    config = merge(base_config(tmp_path), {"state": state})
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(config)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems

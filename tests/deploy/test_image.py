@@ -63,7 +63,7 @@ def test_the_image_is_small_runs_as_a_user_and_has_no_compiler(image):
     assert user.isdigit() and int(user) != 0 and group.isdigit()  # numeric: runAsNonRoot checks
     assert image.config["Cmd"] == ["docproxy", "serve", "--host", "0.0.0.0"]
     assert "DOCPROXY_CONFIG=/etc/docproxy/config.yaml" in image.config["Env"]
-    assert "/healthz" in " ".join(image.config["Healthcheck"]["Test"])
+    assert "/livez" in " ".join(image.config["Healthcheck"]["Test"])
 
     container = image.store.container(TAG)
     python = image.store.run(
@@ -127,7 +127,7 @@ def test_the_image_serves_a_document_to_a_token(image, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     healthcheck = image.config["Healthcheck"]["Test"][1:]  # after "CMD"
-    probe_env = {"DOCPROXY_HEALTHCHECK_URL": f"{base}/healthz"}
+    probe_env = {"DOCPROXY_HEALTHCHECK_URL": f"{base}/livez"}
     log = tmp_path / "serve.log"
     store.run(container, "touch", "/tmp/serve-started")
     server = store.start(container, [*image.config["Cmd"], "--port", str(port)], ENVIRONMENT, log)

@@ -114,8 +114,11 @@ def test_the_docproxy_container_is_locked_down_and_probed(name):
 
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"docproxy": 8080}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "docproxy"}, probe
+    # Liveness restarts a process that no longer serves; readiness takes a pod whose catalog
+    # or store is down out of the Service without restarting it.
+    paths = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
+    for probe, path in paths.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "docproxy"}, probe
     for bound in ("requests", "limits"):
         assert set(container["resources"][bound]) == {"cpu", "memory"}
 

@@ -1,0 +1,46 @@
+"""The request id: taken from ``X-Request-ID`` when it is 1-128 letters, digits, ``.``, ``_``
+or ``-``, else made here; echoed on the response and named by every log line of the request
+(``proxy.runtime.logging.REQUEST_ID``), uvicorn's access line included."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.runtime.logging import REQUEST_ID
+
+HEADER = b"x-request-id"
+_ACCEPTED = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's id when it is acceptable, else a new one (a client's odd value is replaced,
+    never echoed: it would reach the logs)."""
+    for name, value in headers:
+        if name == HEADER:
+            if _ACCEPTED.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope["headers"])
+        REQUEST_ID.set(rid)  # each request runs in a task (a context) of its own
+        echoed = (HEADER, rid.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), echoed]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

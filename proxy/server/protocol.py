@@ -1,0 +1,369 @@
+"""uvicorn's httptools protocol with docproxy's edge: what one connection may cost the server.
+
+The request head is bounded as it arrives (``server.max_header_bytes``, ``max_header_fields``,
+``max_target_bytes``) and answered 431/414/400 in the API's envelope before any endpoint runs;
+``Host`` is checked here too. Timers close a connection whose head or body stalls, and abort a
+download whose reader makes no progress for ``download.send_timeout``; a slower reader keeps
+its stream under backpressure. On shutdown, running responses get ``server.shutdown_timeout``
+to finish, then their connections are reset, never ended as if complete.
+
+Refusals are one INFO line each: a client's junk must never become an ERROR or a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import time
+from typing import Any, NoReturn
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from proxy.http.envelope import request_error_body
+from proxy.http.errors import (
+    BadHost,
+    HeadTooLarge,
+    MalformedRequest,
+    RequestError,
+    RequestTimeout,
+    TargetTooLong,
+    TooManyConnections,
+    answer_for,
+)
+from proxy.runtime.drain import begin_draining
+from proxy.server.config import ServerLimits
+from proxy.server.hosts import allowed, host_name
+
+logger = logging.getLogger("docproxy")
+
+# SO_LINGER on, 0 s: close() sends a reset, so a cut download can never look complete.
+_RESET = struct.pack("ii", 1, 0)
+# How long a refused connection's late bytes are read and dropped before it is closed.
+_LINGER = 2.0
+# A flood of refused connections logs one line per interval, with the count.
+_REFUSAL_LOG_INTERVAL = 10.0
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; the answer is in ``_rejection``."""
+
+
+class _RefusalLog:
+    """One INFO line per interval for connections refused because the worker is full."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = 0.0
+
+    def note(self, limit: int) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= _REFUSAL_LOG_INTERVAL:
+            logger.info(
+                "refused %d connection(s): %d open (server.max_connections)", self.count, limit
+            )
+            self.count = 0
+            self.last = now
+
+
+_refusals = _RefusalLog()
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """One HTTP/1.1 connection; built by uvicorn through ``functools.partial`` with the limits."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ServerLimits,
+        send_timeout: float,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.send_timeout = send_timeout
+        self._reading_head = True  # the next bytes belong to a request head
+        self._head_bytes = 0
+        self._fields = 0
+        self._heads = 0  # heads complete on this connection
+        self._rejection: RequestError | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_left = 0
+        self._send_resumed = False
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._answered = False  # a refusal went out: later bytes are dropped
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # Connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            _refusals.note(self.limits.max_connections)
+            self._answer(TooManyConnections())
+            return
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timers = (self._head_timer, self._body_timer, self._send_timer, self._drain_timer)
+        for timer in (*timers, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._unset_keepalive_if_required()
+        if not self._reading_head:
+            self._feed(data)
+            return
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            fed = self._feed(data)
+            if fed and self._reading_head and self._head_bytes and self._head_timer is None:
+                # A head split over several reads: it must be complete in time.
+                self._head_timer = self.loop.call_later(
+                    self.limits.header_timeout, self._head_expired
+                )
+            return
+        # More than the head may hold: feed what fits; the head must end within it.
+        heads = self._heads
+        self._head_bytes += room
+        if room > 0 and not self._feed(data[:room]):
+            return
+        if self._heads == heads:
+            self._refuse(HeadTooLarge())
+            return
+        self.data_received(data[room:])
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False when the connection is being closed (a refusal)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # docproxy upgrades nothing: the request was answered as a plain one
+        except httptools.HttpParserError:
+            self._refuse(self._rejection or MalformedRequest())
+            return False
+        return not self._finished()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """An ``Upgrade`` header is a client's choice, not a server fault: no warning."""
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._fields = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_target_bytes:
+            self._rejection = TargetTooLong()
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        if self._fields > self.limits.max_header_fields:
+            self._rejection = HeadTooLarge()
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._heads += 1
+        self._reading_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        has_body = self._check_headers()
+        super().on_headers_complete()
+        if has_body:
+            self._body_seen = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_expired)
+
+    def _check_headers(self) -> bool:
+        """Refuse a bad ``Host``; True when a body follows the head."""
+        host: bytes | None = None
+        hosts = 0
+        has_body = False
+        for name, value in self.headers:
+            if name == b"host":
+                host = value
+                hosts += 1
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                has_body = True
+        if hosts > 1:
+            self._refuse_head(BadHost("Duplicate Host header"))
+        if host is None:
+            if self.parser.get_http_version() != "1.0":
+                self._refuse_head(BadHost("Missing Host header"))
+            return has_body
+        name = host_name(host)
+        if name is None:
+            self._refuse_head(BadHost())
+        if self.limits.allowed_hosts and not allowed(name, self.limits.allowed_hosts):
+            self._refuse_head(BadHost("Host not allowed"))
+        return has_body
+
+    def _refuse_head(self, rejection: RequestError) -> NoReturn:
+        self._rejection = rejection
+        raise _Refused
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._reading_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    # Timers
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if not self._reading_head or self._finished():
+            return
+        if self._head_bytes == 0:
+            self.transport.close()  # an idle connection: nothing to answer
+        else:
+            self._refuse(RequestTimeout())
+
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        if self._reading_head or self._finished():
+            return
+        if self.cycle.response_complete:
+            self.transport.close()  # answered already; the rest of the body is not needed
+            return
+        waited = self.loop.time() - self._body_seen
+        if self.flow.read_paused or waited < self.limits.body_timeout:
+            # Paused by us (the endpoint is not reading yet), or bytes came meanwhile.
+            delay = self.limits.body_timeout - (0 if self.flow.read_paused else waited)
+            self._body_timer = self.loop.call_later(delay, self._body_expired)
+            return
+        self._refuse(RequestTimeout())
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_left = self.transport.get_write_buffer_size()
+            self._send_resumed = False
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._send_resumed = True
+
+    def _send_stalled(self) -> None:
+        """The reader had ``send_timeout`` seconds: any byte taken is progress (the buffer
+        shrank, or emptied enough to resume us), none aborts."""
+        self._send_timer = None
+        if not self.flow.write_paused or self._finished():
+            return
+        left = self.transport.get_write_buffer_size()
+        if self._send_resumed or left < self._send_left:
+            self._send_left = left
+            self._send_resumed = False
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_stalled)
+            return
+        logger.info(
+            "aborted a response to %s: no progress for %gs (download.send_timeout)",
+            self._peer(),
+            self.send_timeout,
+        )
+        self.abort()
+
+    # Shutdown
+
+    def shutdown(self) -> None:
+        """The server stops: idle connections close now, running responses may finish for
+        ``server.shutdown_timeout`` seconds, then are reset."""
+        begin_draining()
+        super().shutdown()
+        if not self._finished() and self._drain_timer is None:
+            self._drain_timer = self.loop.call_later(
+                self.limits.shutdown_timeout, self._drain_expired
+            )
+
+    def _drain_expired(self) -> None:
+        self._drain_timer = None
+        if not self._finished():
+            logger.info(
+                "aborted a response to %s at shutdown (server.shutdown_timeout %gs)",
+                self._peer(),
+                self.limits.shutdown_timeout,
+            )
+            self.abort()
+
+    def abort(self) -> None:
+        """Reset the connection: the client sees a cut, never a clean end of body."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already gone
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.transport.abort()
+
+    # Answers
+
+    def _refuse(self, rejection: RequestError) -> None:
+        if self._finished():
+            return
+        answer = answer_for(rejection, None)
+        message = rejection.message or answer.message
+        logger.info("refused a request from %s: %d %s", self._peer(), answer.status, message)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # A request in progress: its endpoint sees a disconnect and its answer goes nowhere.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.abort()
+                return
+        self._answer(rejection)
+
+    def _answer(self, rejection: RequestError) -> None:
+        """Write the envelope for ``rejection`` and close the connection."""
+        status, body = request_error_body(rejection)
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(body)
+        )
+        self.transport.write(b"".join(head) + body)
+        self._answered = True
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # A lingering close: closing with unread bytes would reset the connection and could
+        # destroy the answer before the client reads it, so what still arrives is read and
+        # dropped for a moment, after our FIN.
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self._linger_timer = self.loop.call_later(_LINGER, self.transport.close)
+
+    def _finished(self) -> bool:
+        """Closing, or refused and lingering: nothing more to parse, time or answer."""
+        return self._answered or self.transport.is_closing()
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"

@@ -1,0 +1,33 @@
+"""Which store holds the shared state: one line per implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from proxy.catalog.sqlite_reader import sqlite_file
+from proxy.config.settings import Settings
+from proxy.state.redis import RedisState
+from proxy.state.sqlite import SQLiteState
+from proxy.state.store import StateStore
+
+STATE_FILE = "docproxy-state.db"
+
+STORES: dict[str, Callable[[Settings], StateStore]] = {
+    "redis": lambda s: RedisState(s.state.redis_url or "", s.state.key_prefix),
+    "sqlite": lambda s: SQLiteState(state_file(s)),
+}
+
+
+def state_store(settings: Settings) -> StateStore:
+    return STORES["redis" if settings.state.redis_url else "sqlite"](settings)
+
+
+def state_file(settings: Settings) -> str:
+    """``state.path``, else beside the SQLite catalog, else beside the config file."""
+    if settings.state.path:
+        return settings.state.path
+    if settings.catalog.url.startswith("sqlite"):
+        return str(Path(sqlite_file(settings.catalog.url)).with_name(STATE_FILE))
+    source = Path(settings.source)
+    return str((source.parent if source.is_file() else Path.cwd()) / STATE_FILE)
