@@ -28,11 +28,14 @@ from proxy.health.routes import health_routes
 from proxy.http import audit
 from proxy.http.accel import AccelRedirect
 from proxy.http.accesslog import use_direct_handler
+from proxy.http.cors import cors_middleware
 from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
+from proxy.limits.logins import FailedLogins
 from proxy.runtime.logging import configure_logging
+from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
 from proxy.state.watch import WatchedRevocations
 
@@ -96,12 +99,16 @@ def create_app(settings: Settings) -> Starlette:
     archive_links = ArchiveLinkSigner(settings.presign)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        failed_logins=FailedLogins.from_config(settings.auth),
         links=links,
         documents=documents,
         stats=stats,
         cache_control=settings.download.cache_control,
         public_url=settings.server.public_url,
         revocations=revocations,
+        state=state,
+        downloads=CallerBudget(state, "downloads", settings.limits.downloads_per_minute),
+        presigns=CallerBudget(state, "presigns", settings.limits.presigns_per_minute),
         accel=AccelRedirect.from_settings(settings),
         archives=ArchiveService(
             documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
@@ -140,7 +147,11 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[Middleware(QuietStartupFailure), Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(QuietStartupFailure),
+            Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
+            *cors_middleware(settings.cors),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

@@ -28,6 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.app": {
+        "proxy.limits",
         "proxy.health",
         "proxy.http",
         "proxy.state",
@@ -50,6 +51,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "proxy.server": {"proxy.http", "proxy.config", "proxy.runtime", "proxy.common"},
     "proxy.http": {
+        "proxy.limits",
         "proxy.documents",
         "proxy.state",
         "proxy.auth",
@@ -72,6 +74,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.auth": {"proxy.config", "proxy.common"},
     "proxy.client": {"proxy.common"},  # the download client: nothing of the server
     "proxy.runtime": {"proxy.common"},
+    "proxy.limits": {"proxy.config", "proxy.common"},
     "proxy.config": {"proxy.common"},
     "proxy.common": set(),
     "backends": set(),

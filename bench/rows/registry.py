@@ -12,10 +12,12 @@ _MODULES: tuple[str, ...] = (
     "bench.rows.streams",  # 1, 2, 2w: one and many big downloads vs nginx and rclone
     "bench.rows.accel",  # 1b: nginx in front, X-Accel-Redirect
     "bench.rows.small",  # 3, 3w: 10 KiB documents, one and two workers
+    "bench.rows.hostile",  # 3h: row 3 while hostile clients are held open
     "bench.rows.presign",  # 4, 4b: POST /download vs bare Starlette
     "bench.rows.slow",  # 5: slow clients, memory
     "bench.rows.s3",  # 6: S3 download vs s3fs
     "bench.rows.sidecar",  # 7: idle memory and start time of the embedded default
+    "bench.rows.archive",  # 8: a ZIP of many documents vs a single download, memory
 )
 
 

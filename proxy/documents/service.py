@@ -176,10 +176,17 @@ class DocumentService:
         return (await self.presign(document_id, caller, proxy_base_url))[0]
 
     async def presign(
-        self, document_id: str, caller: Caller, proxy_base_url: str
+        self,
+        document_id: str,
+        caller: Caller,
+        proxy_base_url: str,
+        *,
+        expires_in: int | None = None,
+        max_uses: int | None = None,
     ) -> tuple[str, str]:
         """The store's own presigned URL, or the proxy's signed link when the store cannot sign,
-        and the name of the backend holding the document.
+        and the name of the backend holding the document. With ``expires_in`` or ``max_uses``,
+        always the proxy's own link (see ``own_link``).
 
         A URL (or link) signed less than ``presign.reuse_margin`` seconds ago for the same
         catalog row is handed out again without asking the store anything (no stat, no
@@ -187,6 +194,8 @@ class DocumentService:
         is made. Links name the proxy's base URL, so that is part of their key.
         """
         located = await self.locate_document(document_id, caller)
+        if expires_in is not None or max_uses is not None:
+            return self.own_link(await self.inspect(located), proxy_base_url, expires_in, max_uses)
         cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
         url = self.presigned.get(cache_key)
         if url is not None:
@@ -208,6 +217,20 @@ class DocumentService:
             url = self.links.sign(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
         return url, located.backend.name
+
+    def own_link(
+        self,
+        resolved: ResolvedDocument,
+        proxy_base_url: str,
+        expires_in: int | None,
+        max_uses: int | None,
+    ) -> tuple[str, str]:
+        """docproxy's own link, whatever the store, with its own expiry and number of uses;
+        never reused: each makes a link with a count of its own."""
+        url = self.links.sign(
+            proxy_base_url, resolved.document.id, expires_in=expires_in, max_uses=max_uses
+        )
+        return url, resolved.backend.name
 
     def stream(self, resolved: ResolvedDocument, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when

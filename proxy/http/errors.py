@@ -58,6 +58,10 @@ class RangeNotSatisfiable(RequestError):
     """The one range asked for lies past the end of the object."""
 
 
+class TooManyFailedLogins(RequestError):
+    """Too many wrong client credentials for this client id or from this address, lately."""
+
+
 class RouteNotFound(RequestError):
     """No endpoint has this path."""
 
@@ -85,6 +89,11 @@ class TargetTooLong(RequestError):
 
 class RequestTimeout(RequestError):
     """The head did not arrive within ``server.header_timeout``, or the body stopped."""
+
+
+class TooManyRequests(RequestError):
+    """A caller past its budget of ``limits.*_per_minute``; ``Retry-After`` says when to come
+    back."""
 
 
 class TooManyConnections(RequestError):
@@ -121,6 +130,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     DocumentNotFound: Answer(437, "Document not found"),
     PreconditionFailed: Answer(412, "Precondition failed"),
     RangeNotSatisfiable: Answer(416, "Requested range not satisfiable"),
+    TooManyFailedLogins: Answer(429, "Too many failed login attempts"),
     RouteNotFound: Answer(404, "Route not found"),
     MethodNotAllowed: Answer(405, "Method not allowed"),
     MalformedRequest: Answer(400, "Malformed HTTP request"),
@@ -129,6 +139,7 @@ ANSWERS: dict[type[Exception], Answer | Mapping[Action, Answer]] = {
     TargetTooLong: Answer(414, "Request target too long"),
     RequestTimeout: Answer(408, "Request timeout"),
     TooManyConnections: Answer(503, "Too many connections"),
+    TooManyRequests: Answer(429, "Too many requests"),
     StoreFailed: _FAULT,
     CatalogFailed: _FAULT,
     StateFailed: _FAULT,

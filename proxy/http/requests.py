@@ -107,3 +107,14 @@ def archive_filename(value: object) -> str:
         raise InvalidRequest("filename must be a string")
     name = clean_filename(value)
     return name if name.lower().endswith(".zip") else f"{name}.zip"
+
+
+def optional_integer(body: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    """An integer from ``low`` to ``high`` (not a bool, not 5.0), None when absent; else 435
+    naming the field and the range."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{key} must be an integer from {low} to {high}")
+    return value

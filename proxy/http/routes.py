@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.errors import Unauthorized
-from proxy.auth.links import LinkSigner
+from proxy.auth.links import LimitedLink, LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
 from proxy.documents.archive import ArchiveService
@@ -32,6 +32,8 @@ from proxy.http.errors import (
     BearerRefused,
     DocumentIdRequired,
     InvalidRequest,
+    TooManyFailedLogins,
+    TooManyRequests,
     answer_for,
 )
 from proxy.http.openapi import openapi_json
@@ -42,10 +44,14 @@ from proxy.http.requests import (
     document_id_from,
     document_ids_from,
     json_object,
+    optional_integer,
     optional_string,
     required_string,
 )
 from proxy.http.streaming import DownloadResponse
+from proxy.limits.logins import FailedLogins
+from proxy.state.limits import CallerBudget
+from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
 
 # A list of many ids may be longer than the API's other bodies.
@@ -53,6 +59,8 @@ ARCHIVE_BODY_BYTES = 1024 * 1024
 # The body length given to a stream whose length is not known (deflated archives): never reached.
 UNKNOWN_LENGTH = 1 << 62
 
+# The most uses a limited link may allow (its count is a ten-digit decimal in the link).
+MAX_DOWNLOADS = 1_000_000_000
 # Base URLs remembered by ``Endpoints.base_url``: one per Host a client names, which is the
 # client's to choose.
 BASE_URLS_KEPT = 256
@@ -95,9 +103,13 @@ class Endpoints:
     cache_control: str
     public_url: str | None
     revocations: WatchedRevocations
+    state: StateStore
+    downloads: CallerBudget  # limits.downloads_per_minute, per (client id, subject)
+    presigns: CallerBudget  # limits.presigns_per_minute
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
+    failed_logins: FailedLogins = field(default_factory=lambda: FailedLogins(None))
     # Building a base URL parses the Host header into a URL: remembered per what it is made of.
     _base_urls: BoundedCache[tuple[object, ...], str] = field(
         default_factory=lambda: BoundedCache(BASE_URLS_KEPT), init=False, repr=False
@@ -134,6 +146,12 @@ class Endpoints:
             raise BearerRefused(headers=INVALID_TOKEN)
         return caller
 
+    async def spend(self, budget: CallerBudget, caller: Caller) -> None:
+        """429 with Retry-After when the caller has spent its budget for this minute."""
+        retry_after = await budget.spend(caller.client_id, caller.subject)
+        if retry_after is not None:
+            raise TooManyRequests(headers={"retry-after": str(retry_after)})
+
     def check_document(self, document_id: str) -> str:
         """The id, unless an operator revoked the document (403 on every endpoint)."""
         if self.revocations.current.refuses_document(document_id):
@@ -158,12 +176,18 @@ class Endpoints:
             email=optional_string(user, "email", "user.email"),
             group_name=optional_string(user, "group_name", "user.group_name"),
         )
+        # Checked before the secret, so that a blocked guess learns nothing from the answer.
+        address = remote(request)
+        wait = await self.failed_logins.retry_after(token_request.client_id, address)
+        if wait is not None:
+            raise TooManyFailedLogins(headers={"retry-after": str(wait)})
         token_id = uuid.uuid4().hex
         try:
             token = self.tokens.issue(token_request, token_id=token_id)
         except Unauthorized:
+            await self.failed_logins.failed(token_request.client_id, address)
             if audit.enabled():
-                fields = {"client": token_request.client_id, "remote": remote(request)}
+                fields = {"client": token_request.client_id, "remote": address}
                 audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
             raise
         if audit.enabled():
@@ -173,7 +197,7 @@ class Endpoints:
                 "subject": user,
                 "group": token_request.group_name,
                 "token_id": token_id,
-                "remote": remote(request),
+                "remote": address,
                 "outcome": "issued",
             }
             audit.record("token.issued", "token issued", fields)
@@ -189,15 +213,21 @@ class Endpoints:
 
     async def presign(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
+        if self.presigns.per_minute is not None:
+            await self.spend(self.presigns, caller)
         body = await json_object(request)
-        document_id = self.check_document(document_id_from((body or {}).get("document_id")))
+        body = body or {}
+        document_id = self.check_document(document_id_from(body.get("document_id")))
+        expires_in = optional_integer(body, "expires_in", 1, self.links.ttl)
+        max_uses = optional_integer(body, "max_downloads", 1, MAX_DOWNLOADS)
         base_url = self.public_url or self.base_url(request)
+        limits = {"expires_in": expires_in, "max_uses": max_uses}
         if not audit.enabled():
-            url, _ = await self.documents.presign(document_id, caller, base_url)
+            url, _ = await self.documents.presign(document_id, caller, base_url, **limits)
             return ok({"download_url": url})
         fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
         try:
-            url, backend = await self.documents.presign(document_id, caller, base_url)
+            url, backend = await self.documents.presign(document_id, caller, base_url, **limits)
         except ANSWERED as exc:
             outcome = f"refused {answer_for(exc, Action.PRESIGN).status}"
             audit.record("presign", "presign refused", {**fields, "outcome": outcome})
@@ -209,6 +239,8 @@ class Endpoints:
 
     async def archive_link(self, request: Request) -> Response:
         caller = self.caller(request)  # the token is checked before anything else
+        if self.presigns.per_minute is not None:
+            await self.spend(self.presigns, caller)
         assert self.archives is not None
         body = await json_object(request, ARCHIVE_BODY_BYTES) or {}
         document_ids = [self.check_document(i) for i in document_ids_from(body.get("document_ids"))]
@@ -270,25 +302,63 @@ class Endpoints:
 
     async def download(self, request: Request) -> Response:
         caller = self.caller(request)
+        if self.downloads.per_minute is not None:
+            await self.spend(self.downloads, caller)
         document_id = self.check_document(document_id_from(request.path_params["document_id"]))
         return await self.resolve_and_send(request, document_id, caller)
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
-        self.links.verify(
-            document_id, request.query_params.get("expires"), request.query_params.get("signature")
+        query = request.query_params
+        limit = self.links.verify(
+            document_id,
+            query.get("expires"),
+            query.get("signature"),
+            uses=query.get("uses"),
+            link_id=query.get("link"),
         )
         document_id = self.check_document(document_id_from(document_id))
-        return await self.resolve_and_send(request, document_id, None)
+        return await self.resolve_and_send(request, document_id, None, limit)
+
+    async def count_use(
+        self, request: Request, resolved: ResolvedDocument, limit: LimitedLink
+    ) -> None:
+        """A GET whose body starts at byte 0 is a use, counted atomically in the shared state;
+        past the limit it is refused. A range starting later resumes a use: served, not
+        counted, while the link has been used and not past its limit (HEAD and 304 alike,
+        without the first condition)."""
+        selection = select_response(
+            request.method, request.headers, Validators.of(resolved.info), resolved.info.size
+        )
+        key = f"link:{limit.link_id}"
+        sends_body = request.method == "GET" and selection.status != 304
+        if sends_body and (selection.byte_range is None or selection.byte_range.start == 0):
+            uses = await self.state.increment(key, limit.expires)
+        else:
+            uses = await self.state.count(key)
+            if sends_body and uses == 0:
+                raise Unauthorized()  # a resume of nothing
+        if uses > limit.max_uses:
+            raise Unauthorized()
 
     async def resolve_and_send(
-        self, request: Request, document_id: str, caller: Caller | None
+        self,
+        request: Request,
+        document_id: str,
+        caller: Caller | None,
+        limit: LimitedLink | None = None,
     ) -> Response:
+        """Resolve, count a limited link's use, send; audited when the audit log is on."""
         if not audit.enabled():
-            return self.send(request, await self.documents.resolve_document(document_id, caller))
+            resolved = await self.documents.resolve_document(document_id, caller)
+            if limit is not None:
+                await self.count_use(request, resolved, limit)
+            return self.send(request, resolved)
         fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
         try:
             resolved = await self.documents.resolve_document(document_id, caller)
+            if limit is not None:
+                await self.count_use(request, resolved, limit)
         except ANSWERED as exc:
             outcome = f"refused {answer_for(exc, Action.DOWNLOAD).status}"
             audit.record("download", "download refused", {**fields, "outcome": outcome})

@@ -46,6 +46,7 @@ logger = logging.getLogger("docproxy")
 _RESET = struct.pack("ii", 1, 0)
 # How long a refused connection's late bytes are read and dropped before it is closed.
 _LINGER = 2.0
+_LINGER_BYTES = 256 * 1024
 # A flood of refused connections logs one line per interval, with the count.
 _REFUSAL_LOG_INTERVAL = 10.0
 
@@ -105,6 +106,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._drain_timer: asyncio.TimerHandle | None = None
         self._answered = False  # a refusal went out: later bytes are dropped
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._dropped = 0
 
     # Connection
 
@@ -125,6 +127,9 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._answered:
+            self._dropped += len(data)
+            if self._dropped > _LINGER_BYTES:
+                self.transport.close()  # a sender that will not stop: no more reading for it
             return
         self._unset_keepalive_if_required()
         if not self._reading_head:

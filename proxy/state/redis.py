@@ -144,3 +144,10 @@ class RedisState:
         except RedisError as exc:
             raise self._failed("count", exc) from exc
         return int(count)
+
+    async def count(self, key: str) -> int:
+        try:
+            value = await self.client.get(f"{self.prefix}{key}")
+        except RedisError as exc:
+            raise self._failed("read a count", exc) from exc
+        return int(value) if value is not None else 0

@@ -132,3 +132,12 @@ class SQLiteState:
             return int(row[0])
 
         return await self._call(work)
+
+    async def count(self, key: str) -> int:
+        def work(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                "SELECT count FROM counters WHERE key = ? AND expires > ?", (key, int(time.time()))
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._call(work, write=False)

@@ -32,3 +32,6 @@ class StateStore(Protocol):
     async def increment(self, key: str, expires: int) -> int:
         """Add one to the counter ``key``, atomically across processes and replicas; the
         count including this one. The counter is forgotten after ``expires`` (Unix time)."""
+
+    async def count(self, key: str) -> int:
+        """The counter ``key`` as it stands (0 when absent or forgotten)."""

@@ -37,6 +37,8 @@ def service(make_module_service, tmp_path_factory):
     service = make_module_service(
         {
             "auth": {
+                # Dozens of wrong credentials from one address: the limit has its own tests.
+                "max_failed_logins": 0,
                 "clients": [
                     {"client_id": "test-client", "client_secret": "test-secret"},
                     {"client_id": "your-client-id", "client_secret": "your-client-secret"},
@@ -46,7 +48,7 @@ def service(make_module_service, tmp_path_factory):
                             HASHED_CLIENT_SECRET.encode()
                         ).hexdigest(),
                     },
-                ]
+                ],
             }
         }
     )

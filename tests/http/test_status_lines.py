@@ -1,5 +1,6 @@
 """The status lines of the API's own codes carry a reason phrase, read on the raw wire from
-docproxy under uvicorn with each of its HTTP implementations (httptools and h11)."""
+``docproxy serve`` (its own protocol on httptools) and from plain uvicorn with each of its HTTP
+implementations (httptools and h11)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.harness import (
     CLIENT_ID,
     CLIENT_SECRET,
     REPO,
+    Service,
     base_config,
     free_port,
     run_cli,
@@ -25,14 +27,21 @@ from tests.harness import (
 )
 
 
-@pytest.fixture(scope="module", params=["httptools", "h11"])
+@pytest.fixture(scope="module", params=["serve", "httptools", "h11"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """uvicorn itself (``docproxy serve`` picks httptools), serving docproxy's app factory."""
+    """docproxy serve, or uvicorn itself serving docproxy's app factory."""
     workdir = tmp_path_factory.mktemp(f"status-{request.param}")
     config = write_config(workdir / "config.yaml", base_config(workdir))
     sample = workdir / "nameless.txt"
     sample.write_bytes(b"x")
     run_cli(config, "documents", "add", str(sample), "--id", "doc-1")
+    if request.param == "serve":
+        service = Service(config, workdir / "serve.log").start()
+        try:
+            yield service.port, service.token()
+        finally:
+            service.stop()
+        return
     port = free_port()
     log = (workdir / "uvicorn.log").open("wb")
     process = subprocess.Popen(
