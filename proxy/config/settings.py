@@ -145,6 +145,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    # A listener of its own for /metrics (then not served on the API's port); None: the API's.
+    port: int | None = None
+    host: str | None = None  # the separate listener's address; None: server.host
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Requests per minute for each (client id, subject) pair; None: no limit."""
 
@@ -188,6 +196,7 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     source: str = "<memory>"
@@ -213,6 +222,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         state=_state(root.section("state")),
         limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
+        metrics=_metrics(root.section("metrics")),
         zip=_zip(root.section("zip")),
         cors=_cors(root.section("cors")),
         source=source,
@@ -257,6 +267,22 @@ def _health(s: Section) -> HealthConfig:
 
 
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _metrics(s: Section) -> MetricsConfig:
+    config = MetricsConfig(
+        **given(
+            enabled=s.boolean("enabled"),
+            port=s.integer("port", minimum=1),
+            host=s.string("host") or None,
+        )
+    )
+    if config.host is not None and config.port is None:
+        s.error("host", "needs metrics.port (the separate listener it is the address of)")
+    s.finish()
+    return config
+
+
 # scheme://host[:port], the host a name or a bracketed IPv6 address: what a browser sends.
 _ORIGIN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP method or header name
