@@ -42,6 +42,8 @@ class Plan:
     starts: int  # row 7: cold starts of the sidecar
     idle_seconds: float  # row 7: how long after ready its idle memory is read
     connections: int = 32
+    zip_documents: int = 20  # row 8: documents in one archive
+    zip_size: int = 50 * MiB  # row 8: the size of each
 
 
 @dataclass

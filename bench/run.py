@@ -3,7 +3,7 @@
 Every row is docproxy ÷ its baseline measured in the same run, the median of several rounds
 that alternate between them. ``--quick`` runs every row small and short (seconds), so CI
 keeps the benchmark working; its figures mean nothing. ``--rows 3,6`` runs only the rows
-named (comma-separated: 1, 1b, 2, 2w, 3, 3w, 4, 4b, 5, 6, 7) and, being partial, does not
+named (comma-separated: 1, 1b, 2, 2w, 3, 3w, 4, 4b, 5, 6, 7, 8) and, being partial, does not
 write ``bench/results/`` (it prints the table only). A full run writes
 ``bench/results/latest.md`` and adds its line to ``bench/results/history.md``.
 
@@ -75,6 +75,8 @@ QUICK = Plan(
     starts=1,
     idle_seconds=0.5,
     connections=8,
+    zip_documents=4,
+    zip_size=2 * MiB,
 )
 
 

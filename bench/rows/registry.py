@@ -17,6 +17,7 @@ _MODULES: tuple[str, ...] = (
     "bench.rows.slow",  # 5: slow clients, memory
     "bench.rows.s3",  # 6: S3 download vs s3fs
     "bench.rows.sidecar",  # 7: idle memory and start time of the embedded default
+    "bench.rows.archive",  # 8: a ZIP of many documents vs a single download, memory
 )
 
 

@@ -11,6 +11,7 @@ from proxy.catalog.errors import CatalogUnavailable
 from proxy.catalog.lookup import check_live
 from proxy.catalog.sqlite_reader import sqlite_file
 from proxy.config.loading import config_path, load_settings
+from proxy.config.published import published_keys, published_warning
 from proxy.config.settings import Settings
 
 
@@ -41,4 +42,6 @@ def check_config(args: argparse.Namespace) -> int:
     print(f"{settings.source}: OK (backends: {backends}; default: {settings.storage.default})")
     if note:
         print(note)
+    if published := published_keys(settings):
+        print(f"docproxy: warning: {published_warning(published)}", file=sys.stderr)
     return 0

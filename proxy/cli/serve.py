@@ -12,6 +12,8 @@ from pathlib import Path
 from proxy.catalog.errors import CatalogUnavailable
 from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
+from proxy.config.published import is_loopback, published_keys, published_warning
+from proxy.config.settings import ConfigError
 from proxy.runtime.logging import uvicorn_log_config
 from proxy.runtime.malloc import tune_malloc
 from proxy.runtime.redaction import install_redaction
@@ -62,6 +64,10 @@ def serve(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = str(Path(path).resolve())
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    published = published_keys(settings)
+    if published and not is_loopback(host):
+        # Anyone could mint tokens and links for this service: refused like a bad config.
+        raise ConfigError([f"{published_warning(published)} (listening on {host})"])
     limits = settings.server.limits
     config = uvicorn.Config(
         "proxy.app:app_from_environment",
@@ -82,6 +88,8 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=limits.shutdown_timeout + 2,  # type: ignore[arg-type]
     )
     install_redaction()  # on the handlers uvicorn.Config has just set up in this process
+    if published:  # on a loopback address: served, once told loudly
+        logging.getLogger("uvicorn.error").warning(published_warning(published))
     if catalog_down and log_format == "json":  # uvicorn's logging is set up by now
         logging.getLogger("uvicorn.error").warning(catalog_down)
     sock = listen_socket(host, port)

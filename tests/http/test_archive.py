@@ -16,6 +16,7 @@ import pytest
 
 from proxy.catalog.embedded import add_file
 from proxy.config.loading import load_settings
+from proxy.documents.disposition import content_disposition
 from tests.harness import assert_envelope, run_cli
 from tests.samples import insert_document, pdf_bytes, sha256, txt_bytes
 
@@ -397,3 +398,19 @@ def test_a_revoked_document_refuses_its_archives(service, token, folder):
     refused = zip_link(service, token, {"document_ids": [kept, revoked]})
     assert_envelope(refused, 403, "UNAUTHORIZED")
     assert httpx.get(link_for(service, token, [kept]), timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("asked", "saved"),
+    [
+        ("Rechnungen März", "Rechnungen März.zip"),
+        ("../../etc/cron.d/evil.ZIP", "evil.ZIP"),
+        ("two\r\nlines.zip", "twolines.zip"),
+        ("", "download.zip"),
+    ],
+)
+def test_the_archive_name_is_cleaned_and_survives_the_link(service, token, documents, asked, saved):
+    link = link_for(service, token, list(documents)[:1], filename=asked)
+    response = httpx.get(link, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == content_disposition(saved)
