@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
@@ -37,6 +38,10 @@ from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
 from proxy.limits.logins import FailedLogins
+from proxy.metrics import instruments
+from proxy.metrics.exposition import metrics_route
+from proxy.metrics.middleware import RequestMetrics
+from proxy.metrics.workers import worker_exits
 from proxy.runtime.logging import configure_logging
 from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
@@ -131,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
     if handler is not None or settings.server.log_format == "json":
         use_direct_handler(handler)  # None for JSON: the download line through its formatter
     audit.enable(settings.server.audit_log)
+    instruments.activate(settings.metrics.enabled)
     use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
@@ -203,14 +209,22 @@ def create_app(settings: Settings) -> Starlette:
             await state.close()
             await catalog.disconnect()
             await router.close()
+            worker_exits()
 
+    routes = endpoints.routes() + health_routes(readiness, stats)
+    if settings.metrics.enabled and settings.metrics.port is None:
+        routes.append(metrics_route())
+    middleware = [
+        Middleware(QuietStartupFailure),
+        Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
+        *cors_middleware(settings.cors),
+    ]
+    if settings.metrics.enabled:
+        templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
+        middleware.append(Middleware(RequestMetrics, routes=templates))
     app = Starlette(
-        routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[
-            Middleware(QuietStartupFailure),
-            Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
-            *cors_middleware(settings.cors),
-        ],
+        routes=routes,
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
