@@ -123,6 +123,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    # A listener of its own for /metrics (then not served on the API's port); None: the API's.
+    port: int | None = None
+    host: str | None = None  # the separate listener's address; None: server.host
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Requests per minute for each (client id, subject) pair; None: no limit."""
 
@@ -166,6 +174,7 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     source: str = "<memory>"
@@ -191,6 +200,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         state=_state(root.section("state")),
         limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
+        metrics=_metrics(root.section("metrics")),
         zip=_zip(root.section("zip")),
         cors=_cors(root.section("cors")),
         source=source,
@@ -230,6 +240,20 @@ def _health(s: Section) -> HealthConfig:
             interval=s.number("interval", minimum=0),
         )
     )
+    s.finish()
+    return config
+
+
+def _metrics(s: Section) -> MetricsConfig:
+    config = MetricsConfig(
+        **given(
+            enabled=s.boolean("enabled"),
+            port=s.integer("port", minimum=1),
+            host=s.string("host") or None,
+        )
+    )
+    if config.host is not None and config.port is None:
+        s.error("host", "needs metrics.port (the separate listener it is the address of)")
     s.finish()
     return config
 
