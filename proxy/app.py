@@ -152,7 +152,7 @@ def create_app(settings: Settings) -> Starlette:
         stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
-    archive_links = ArchiveLinkSigner(settings.presign)
+    archive_links = ArchiveLinkSigner(links)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         failed_logins=FailedLogins.from_config(settings.auth),

@@ -237,7 +237,7 @@ class DocumentService:
                     elapsed
                 )
         if url is None:
-            url = self.links.sign(proxy_base_url, document_id)
+            url = self.links.document_link(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
         _count_presigned(located.backend.name)
         return url, located.backend.name
@@ -251,7 +251,7 @@ class DocumentService:
     ) -> tuple[str, str]:
         """docproxy's own link, whatever the store, with its own expiry and number of uses;
         never reused: each makes a link with a count of its own."""
-        url = self.links.sign(
+        url = self.links.document_link(
             proxy_base_url, resolved.document.id, expires_in=expires_in, max_uses=max_uses
         )
         return url, resolved.backend.name
