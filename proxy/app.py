@@ -109,7 +109,7 @@ def reload_settings(
     endpoints.tokens = TokenAuthority(new.auth)
     if new.presign != current.presign:
         links = LinkSigner(new.presign)
-        archive_links = ArchiveLinkSigner(new.presign)
+        archive_links = ArchiveLinkSigner(links)
         endpoints.links = documents.links = links
         endpoints.archive_links = archives.links = archive_links
         # URLs signed with the old key must not be handed out again.

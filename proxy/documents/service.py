@@ -184,7 +184,7 @@ class DocumentService:
             self.stats.sniff_reads += 1
             try:
                 async for chunk in backend.stream_range(
-                    key, 0, min(info.size, self.download.sniff_bytes)
+                    key, 0, min(info.size, self.download.sniff_bytes), info.version
                 ):
                     head += chunk
             except StorageError as exc:
@@ -322,7 +322,10 @@ class CountedRead:
             resolved = self._resolved
             if (self._start, self._end) != (0, resolved.info.size):
                 self._reads.ranged_reads += 1
-            chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
+            # Pinned to the version stat saw: a rewrite midway aborts, never splices.
+            chunks = resolved.backend.stream_range(
+                resolved.key, self._start, self._end, resolved.info.version
+            )
             self._chunks = chunks
             if (metered := instruments.active()) is not None:
                 return await self._first_timed(chunks, metered)
