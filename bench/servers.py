@@ -119,6 +119,18 @@ def make_file(path: Path, size: int) -> None:
             remaining -= len(block)
 
 
+def redis_missing(url: str) -> str | None:
+    """Why Redis at ``url`` cannot be used, or None."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        return f"no Redis at {url} ({exc})"
+    return None
+
+
 class Docproxy:
     """``python -m proxy serve`` with an embedded catalog and local root under ``workdir``."""
 
@@ -133,9 +145,13 @@ class Docproxy:
         workers: int = 1,
         name: str = "docproxy",
         observed: bool | None = None,
+        redis_url: str | None = None,
     ):
         self.workdir = workdir
         self.name = name
+        self.redis_url = redis_url  # the shared state in Redis (revocations, counters)
+        if redis_url is not None:
+            self.missing = redis_missing(redis_url)
         self.workers = workers
         self.root = workdir / "files"  # shared by every instance in one run, as is the catalog
         self.root.mkdir(exist_ok=True)
@@ -186,6 +202,8 @@ class Docproxy:
             config["metrics"] = {"enabled": self.observed}
             config["server"]["audit_log"] = self.observed
             config["server"]["log_format"] = "json" if self.observed else "text"
+        if self.redis_url is not None:
+            config["state"] = {"redis_url": self.redis_url, "key_prefix": "docproxy-bench:"}
         return config
 
     def register(self, document_id: str, file_path: str, name: str, size: int) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,10 +22,10 @@ from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
 from proxy.config.loading import config_path, load_settings
-from proxy.config.settings import Settings
+from proxy.config.settings import ConfigError, Settings
 from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
-from proxy.documents.service import DocumentService
+from proxy.documents.service import DocumentService, PresignedUrlCache
 from proxy.documents.stats import DownloadStats
 from proxy.health.readiness import Readiness
 from proxy.health.routes import health_routes
@@ -42,6 +45,7 @@ from proxy.metrics.workers import worker_exits
 from proxy.runtime.logging import configure_logging
 from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
+from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
 
 logger = logging.getLogger("docproxy")
@@ -81,6 +85,52 @@ class QuietStartupFailure:
         await self.app(scope, receive, send_quietly)
 
 
+# What SIGHUP applies in a running worker; other sections take effect at the next start.
+RELOADED = ("auth", "presign", "limits")
+
+
+def reload_settings(
+    current: Settings,
+    endpoints: Endpoints,
+    documents: DocumentService,
+    archives: ArchiveService,
+    state: StateStore,
+) -> Settings:
+    """Re-read the config file and apply its clients, keys and limits to the running worker;
+    a file that does not validate changes nothing (its problems are logged, key by key)."""
+    try:
+        new = load_settings(current.source)
+    except ConfigError as exc:
+        logger.error(
+            "config reload refused, the running settings stay: %s", "; ".join(exc.problems)
+        )
+        return current
+    # Each object is replaced whole, so a request sees either the old or the new one.
+    endpoints.tokens = TokenAuthority(new.auth)
+    if new.presign != current.presign:
+        links = LinkSigner(new.presign)
+        archive_links = ArchiveLinkSigner(links)
+        endpoints.links = documents.links = links
+        endpoints.archive_links = archives.links = archive_links
+        # URLs signed with the old key must not be handed out again.
+        documents.presigned = PresignedUrlCache(new.presign.reuse_margin)
+    endpoints.downloads = CallerBudget(state, "downloads", new.limits.downloads_per_minute)
+    endpoints.presigns = CallerBudget(state, "presigns", new.limits.presigns_per_minute)
+    later = [
+        f.name
+        for f in dataclasses.fields(Settings)
+        if f.name not in (*RELOADED, "source") and getattr(new, f.name) != getattr(current, f.name)
+    ]
+    if later:
+        logger.warning(
+            "config reloaded (auth, presign, limits); %s change at the next start",
+            ", ".join(later),
+        )
+    else:
+        logger.info("config reloaded: %s", new.source)
+    return dataclasses.replace(current, **{name: getattr(new, name) for name in RELOADED})
+
+
 def create_app(settings: Settings) -> Starlette:
     handler = configure_logging(settings.server.log_level, settings.server.log_format)
     as_json = settings.server.log_format == "json"
@@ -103,7 +153,7 @@ def create_app(settings: Settings) -> Starlette:
         stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
-    archive_links = ArchiveLinkSigner(settings.presign)
+    archive_links = ArchiveLinkSigner(links)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         failed_logins=FailedLogins.from_config(settings.auth),
@@ -123,6 +173,12 @@ def create_app(settings: Settings) -> Starlette:
         archive_links=archive_links,
     )
     readiness = Readiness(catalog, router.backends, settings.health)
+    running = settings
+
+    def on_hangup() -> None:
+        nonlocal running
+        assert endpoints.archives is not None
+        running = reload_settings(running, endpoints, documents, endpoints.archives, state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -143,10 +199,13 @@ def create_app(settings: Settings) -> Starlette:
                 problem,
             )
         await revocations.start()
+        hangup = _on_signal(signal.SIGHUP, on_hangup)
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield
         finally:
+            if hangup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await revocations.stop()
             await state.close()
             await catalog.disconnect()
@@ -174,6 +233,16 @@ def create_app(settings: Settings) -> Starlette:
     # in the envelope like any other.
     app.router.redirect_slashes = False
     return app
+
+
+def _on_signal(signum: int, handler: Callable[[], None]) -> bool:
+    """Run ``handler`` on the event loop at each ``signum``; False where that cannot be done
+    (not the main thread, as under a server that runs the app elsewhere)."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signum, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def app_from_environment() -> Starlette:

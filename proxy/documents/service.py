@@ -177,7 +177,7 @@ class DocumentService:
             self.stats.sniff_reads += 1
             try:
                 async for chunk in backend.stream_range(
-                    key, 0, min(info.size, self.download.sniff_bytes)
+                    key, 0, min(info.size, self.download.sniff_bytes), info.version
                 ):
                     head += chunk
             except StorageError as exc:
@@ -237,7 +237,7 @@ class DocumentService:
                     elapsed
                 )
         if url is None:
-            url = self.links.sign(proxy_base_url, document_id)
+            url = self.links.document_link(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
         _count_presigned(located.backend.name)
         return url, located.backend.name
@@ -251,7 +251,7 @@ class DocumentService:
     ) -> tuple[str, str]:
         """docproxy's own link, whatever the store, with its own expiry and number of uses;
         never reused: each makes a link with a count of its own."""
-        url = self.links.sign(
+        url = self.links.document_link(
             proxy_base_url, resolved.document.id, expires_in=expires_in, max_uses=max_uses
         )
         return url, resolved.backend.name
@@ -296,7 +296,10 @@ class CountedRead:
             resolved = self._resolved
             if (self._start, self._end) != (0, resolved.info.size):
                 self._reads.ranged_reads += 1
-            chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
+            # Pinned to the version stat saw: a rewrite midway aborts, never splices.
+            chunks = resolved.backend.stream_range(
+                resolved.key, self._start, self._end, resolved.info.version
+            )
             self._chunks = chunks
             if (metered := instruments.active()) is not None:
                 return await self._first_timed(chunks, metered)

@@ -271,10 +271,7 @@ class Endpoints:
         ignored (Accept-Ranges: none): the archive is made anew on every GET."""
         assert self.archives is not None and self.archive_links is not None
         filename = request.path_params["filename"]
-        query = request.query_params
-        grant = self.archive_links.verify(
-            filename, query.get("ids"), query.get("expires"), query.get("signature")
-        )
+        grant = self.archive_links.verify(filename, request.query_params.multi_items())
         for document_id in grant.document_ids:
             self.check_document(document_id)  # revoked after the link was made
         archive = await self.archives.open(grant)
@@ -327,14 +324,8 @@ class Endpoints:
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
-        query = request.query_params
-        limit = self.links.verify(
-            document_id,
-            query.get("expires"),
-            query.get("signature"),
-            uses=query.get("uses"),
-            link_id=query.get("link"),
-        )
+        link = self.links.verify_document_link(document_id, request.query_params.multi_items())
+        limit = link.limit
         document_id = self.check_document(document_id_from(document_id))
         return await self.resolve_and_send(request, document_id, None, limit)
 
