@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Hashable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -163,7 +163,9 @@ class S3Backend(FsspecBackend):
     def _bucket_and_key(self, key: str) -> tuple[str, str]:
         return self.store.bucket, self._object_key(key)
 
-    async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stream_range(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> AsyncIterator[bytes]:
         """One ranged GET for the whole span, its body read in chunks of ``chunk_size``: for a
         span of ``fast_read_min_size`` or more straight into the chunks, else through the SDK.
 

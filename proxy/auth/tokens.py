@@ -64,7 +64,7 @@ class _Jose:
 
     jwt: ModuleType
     error: type[Exception]
-    key: Any
+    keys: dict[str, Any]  # key id -> joserfc OctKey
     claims: Any  # joserfc.jwt.JWTClaimsRegistry
 
 
@@ -86,14 +86,17 @@ def _load_jose(config: AuthConfig) -> _Jose:
         client_id={"essential": True},
         jti={"essential": True},
     )
-    return _Jose(jwt, JoseError, OctKey.import_key(config.signing_key.encode()), claims)
+    keys = {k.id: OctKey.import_key(k.key.encode(), {"kid": k.id}) for k in config.signing_keys}
+    return _Jose(jwt, JoseError, keys, claims)
 
 
 class TokenAuthority:
-    """Issues and verifies access tokens with one configured key and algorithm."""
+    """Issues access tokens with the first of ``auth.signing_keys`` (its id in the ``kid``
+    header) and verifies them with the key their ``kid`` names."""
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
+        self._signing_id = config.signing_keys[0].id
         self._clients = {c.client_id: c.secret_sha256 for c in config.clients}
         # Tokens whose signature already checked out, with their claims: a client sends the
         # same token on every request, and decoding plus HMAC is most of a verify's cost.
@@ -137,9 +140,9 @@ class TokenAuthority:
         # joserfc only signs with HS384/HS512 when they are named explicitly.
         jose = self._jose
         return jose.jwt.encode(
-            {"alg": self.config.algorithm, "typ": "JWT"},
+            {"alg": self.config.algorithm, "typ": "JWT", "kid": self._signing_id},
             claims,
-            jose.key,
+            jose.keys[self._signing_id],
             algorithms=[self.config.algorithm],
         )
 
@@ -186,7 +189,7 @@ class TokenAuthority:
         try:
             # The allow-list is the configured algorithm only: "none" and key-confusion
             # attacks are refused by the library before the signature is even looked at.
-            decoded = jose.jwt.decode(token, jose.key, algorithms=[self.config.algorithm])
+            decoded = jose.jwt.decode(token, self._key_named, algorithms=[self.config.algorithm])
             if not isinstance(decoded.claims, dict):
                 # A signed payload of [], null or "x" is not a claims set; joserfc's
                 # validator would fail on it with an AttributeError (a 500, not a 403).
@@ -206,6 +209,15 @@ class TokenAuthority:
             subject=_claim_str(claims, "sub") or "",
         )
         return _Checked(claims, caller)
+
+    def _key_named(self, token: Any) -> Any:
+        """The key the token's ``kid`` names (``token`` is joserfc's GuestProtocol); a token
+        without one (made before keys had ids) is checked with the signing key."""
+        key_id = token.headers().get("kid", self._signing_id)
+        key = self._jose.keys.get(key_id) if isinstance(key_id, str) else None
+        if key is None:
+            raise Unauthorized()
+        return key
 
 
 def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:

@@ -53,8 +53,30 @@ class ClientConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One HMAC key and the id that tokens (``kid``) and links (``kid=``) name it by."""
+
+    id: str
+    key: str = field(repr=False)
+    # Where the file wrote it (``auth.signing_key`` or ``auth.signing_keys[0].key``), for
+    # messages about the key.
+    key_path: str = field(default="", compare=False)
+
+
+# The id of the key given in the single-key form (``signing_key: ...``).
+DEFAULT_KEY_ID = "default"
+
+
+def single_key(key: str, key_path: str = "") -> tuple[SigningKey, ...]:
+    """The key ring of the single-key form."""
+    return (SigningKey(DEFAULT_KEY_ID, key, key_path),)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
-    signing_key: str
+    # The first key signs, every key verifies: a rotation adds the new key second, then moves
+    # it first, then drops the old one once nothing it signed is still live.
+    signing_keys: tuple[SigningKey, ...]
     algorithm: str = "HS256"
     issuer: str = "docproxy"
     audience: str = "docproxy"
@@ -69,7 +91,7 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class PresignConfig:
-    signing_key: str
+    signing_keys: tuple[SigningKey, ...]  # as auth.signing_keys
     ttl: int = 3600
     # A presigned URL or link is handed out again while it has at least ttl - reuse_margin
     # seconds of validity left (0: sign every time). Left out: 60 s, but never more than a
@@ -123,6 +145,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    # A listener of its own for /metrics (then not served on the API's port); None: the API's.
+    port: int | None = None
+    host: str | None = None  # the separate listener's address; None: server.host
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Requests per minute for each (client id, subject) pair; None: no limit."""
 
@@ -166,6 +196,7 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     source: str = "<memory>"
@@ -191,6 +222,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         state=_state(root.section("state")),
         limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
+        metrics=_metrics(root.section("metrics")),
         zip=_zip(root.section("zip")),
         cors=_cors(root.section("cors")),
         source=source,
@@ -230,6 +262,23 @@ def _health(s: Section) -> HealthConfig:
             interval=s.number("interval", minimum=0),
         )
     )
+    s.finish()
+    return config
+
+
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _metrics(s: Section) -> MetricsConfig:
+    config = MetricsConfig(
+        **given(
+            enabled=s.boolean("enabled"),
+            port=s.integer("port", minimum=1),
+            host=s.string("host") or None,
+        )
+    )
+    if config.host is not None and config.port is None:
+        s.error("host", "needs metrics.port (the separate listener it is the address of)")
     s.finish()
     return config
 
@@ -289,6 +338,32 @@ def _signing_key(s: Section, key: str) -> str:
     return value
 
 
+def _signing_keys(s: Section) -> tuple[SigningKey, ...]:
+    """``signing_key: K`` (key id "default") or ``signing_keys: [{id, key}, ...]``."""
+    if not s.has("signing_keys"):
+        return single_key(_signing_key(s, "signing_key"), s.key_path("signing_key"))
+    if s.raw("signing_key") is not None:
+        s.error("signing_key", "give signing_key or signing_keys, not both")
+    entries = s.sequence("signing_keys")
+    if not entries and s.raw("signing_keys") == []:
+        s.error("signing_keys", "must list at least one key")
+    keys: list[SigningKey] = []
+    for index, raw in enumerate(entries):
+        entry = Section(raw, s.key_path(f"signing_keys[{index}]"), s.errors)
+        key_id = entry.string("id", required=True)
+        if key_id and not _KEY_ID.fullmatch(key_id):
+            entry.error("id", f"must be 1 to 64 of A-Z a-z 0-9 . _ - (got {key_id!r})")
+            key_id = None
+        key = _signing_key(entry, "key")
+        entry.finish()
+        if key_id and key:
+            keys.append(SigningKey(key_id, key, entry.key_path("key")))
+    ids = [k.id for k in keys]
+    for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+        s.error("signing_keys", f"id {duplicate!r} is declared twice")
+    return tuple(keys)
+
+
 def _client(raw: object, path: str, errors: list[str]) -> ClientConfig | None:
     s = Section(raw, path, errors)
     client_id = s.string("client_id", required=True)
@@ -326,7 +401,7 @@ def _auth(s: Section) -> AuthConfig:
         s.error("clients", f"client_id {duplicate!r} is declared twice")
     config = AuthConfig(
         **given(
-            signing_key=_signing_key(s, "signing_key"),
+            signing_keys=_signing_keys(s),
             algorithm=s.string("algorithm", choices=ALGORITHMS),
             issuer=s.string("issuer") or None,
             audience=s.string("audience") or None,
@@ -345,7 +420,7 @@ def _presign(s: Section) -> PresignConfig:
     config = PresignConfig(
         **given(
             ttl=s.integer("ttl", minimum=1),
-            signing_key=_signing_key(s, "signing_key"),
+            signing_keys=_signing_keys(s),
             reuse_margin=s.integer("reuse_margin", minimum=0),
         )
     )

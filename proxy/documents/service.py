@@ -32,6 +32,7 @@ from proxy.documents.content_type import choose_type, declared_types, needs_snif
 from proxy.documents.disposition import attachment
 from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
 from proxy.documents.stats import DownloadStats
+from proxy.metrics import instruments
 
 logger = logging.getLogger("docproxy")
 
@@ -112,6 +113,8 @@ class DocumentService:
         """Stat the object and settle the type, name and disposition it is served with."""
         document, backend, key = located.document, located.backend, located.key
         document_id = document.id
+        metered = instruments.active()
+        started = time.perf_counter() if metered is not None else 0.0
         try:
             info = await backend.stat(key)
         except InvalidKey as exc:
@@ -123,6 +126,10 @@ class DocumentService:
         except StorageError as exc:
             logger.error("document %r: storage failed on stat: %s", document_id, exc)
             raise StoreFailed(str(exc)) from exc
+        finally:
+            if metered is not None:
+                elapsed = time.perf_counter() - started
+                metered.child(metered.store_seconds, backend.name, "stat").observe(elapsed)
         content_type = await self._content_type(document, backend, key, info)
         filename, disposition = attachment(
             document.name or posixpath.basename(document.file_path or ""), content_type
@@ -143,11 +150,18 @@ class DocumentService:
         return caller.group_name == document.group
 
     async def _lookup(self, document_id: str) -> Document | None:
+        metered = instruments.active()
+        started = time.perf_counter() if metered is not None else 0.0
         try:
             return await self.catalog.get(document_id)
         except CatalogError as exc:
             logger.error("catalog lookup of %r failed: %s", document_id, exc)
+            if metered is not None:
+                metered.catalog_failures.inc()
             raise CatalogFailed(str(exc)) from exc
+        finally:
+            if metered is not None:
+                metered.catalog_seconds.observe(time.perf_counter() - started)
 
     async def _content_type(
         self,
@@ -163,7 +177,7 @@ class DocumentService:
             self.stats.sniff_reads += 1
             try:
                 async for chunk in backend.stream_range(
-                    key, 0, min(info.size, self.download.sniff_bytes)
+                    key, 0, min(info.size, self.download.sniff_bytes), info.version
                 ):
                     head += chunk
             except StorageError as exc:
@@ -199,6 +213,7 @@ class DocumentService:
         cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
         url = self.presigned.get(cache_key)
         if url is not None:
+            _count_presigned(located.backend.name)
             return url, located.backend.name
         resolved = await self.inspect(located)
         request = PresignRequest(
@@ -208,14 +223,23 @@ class DocumentService:
             content_disposition=resolved.content_disposition,
             content_type=resolved.content_type,
         )
+        metered = instruments.active()
+        started = time.perf_counter() if metered is not None else 0.0
         try:
             url = await resolved.backend.presign(request)
         except StorageError as exc:
             logger.error("presign of %r failed: %s", document_id, exc)
             raise StoreFailed(str(exc)) from exc
+        finally:
+            if metered is not None:
+                elapsed = time.perf_counter() - started
+                metered.child(metered.store_seconds, located.backend.name, "presign").observe(
+                    elapsed
+                )
         if url is None:
-            url = self.links.sign(proxy_base_url, document_id)
+            url = self.links.document_link(proxy_base_url, document_id)
         self.presigned.put(cache_key, url)
+        _count_presigned(located.backend.name)
         return url, located.backend.name
 
     def own_link(
@@ -227,7 +251,7 @@ class DocumentService:
     ) -> tuple[str, str]:
         """docproxy's own link, whatever the store, with its own expiry and number of uses;
         never reused: each makes a link with a count of its own."""
-        url = self.links.sign(
+        url = self.links.document_link(
             proxy_base_url, resolved.document.id, expires_in=expires_in, max_uses=max_uses
         )
         return url, resolved.backend.name
@@ -236,6 +260,11 @@ class DocumentService:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
         the first chunk is asked for, so a response that never iterates never touches the store."""
         return CountedRead(self.stats, resolved, start, end)
+
+
+def _count_presigned(backend: str) -> None:
+    if (metered := instruments.active()) is not None:
+        metered.child(metered.presigned, backend).inc()
 
 
 class CountedRead:
@@ -267,12 +296,33 @@ class CountedRead:
             resolved = self._resolved
             if (self._start, self._end) != (0, resolved.info.size):
                 self._reads.ranged_reads += 1
-            chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
+            # Pinned to the version stat saw: a rewrite midway aborts, never splices.
+            chunks = resolved.backend.stream_range(
+                resolved.key, self._start, self._end, resolved.info.version
+            )
             self._chunks = chunks
+            if (metered := instruments.active()) is not None:
+                return await self._first_timed(chunks, metered)
         try:
             chunk = await anext(chunks)
         except StorageError as exc:
             raise StoreFailed(str(exc)) from exc
+        self._reads.bytes_read += len(chunk)
+        return chunk
+
+    async def _first_timed(
+        self, chunks: AsyncIterator[bytes], metered: instruments.Instruments
+    ) -> bytes:
+        """The first chunk, its wait counted as the store's ``read`` latency."""
+        started = time.perf_counter()
+        try:
+            chunk = await anext(chunks)
+        except StorageError as exc:
+            raise StoreFailed(str(exc)) from exc
+        finally:
+            elapsed = time.perf_counter() - started
+            backend = self._resolved.backend.name
+            metered.child(metered.store_seconds, backend, "read").observe(elapsed)
         self._reads.bytes_read += len(chunk)
         return chunk
 

@@ -39,6 +39,7 @@ from proxy.http.errors import (
 from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
+    NO_TOKEN,
     archive_filename,
     bearer_token,
     document_id_from,
@@ -50,6 +51,7 @@ from proxy.http.requests import (
 )
 from proxy.http.streaming import DownloadResponse
 from proxy.limits.logins import FailedLogins
+from proxy.metrics import instruments
 from proxy.state.limits import CallerBudget
 from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
@@ -135,10 +137,16 @@ class Endpoints:
         ]
 
     def caller(self, request: Request) -> Caller:
-        token = bearer_token(request.headers.get("authorization"))
         try:
+            token = bearer_token(request.headers.get("authorization"))
             caller = self.tokens.verify(token)
-        except Unauthorized as exc:
+        except (Unauthorized, BearerRefused) as exc:
+            presented = not isinstance(exc, BearerRefused) or exc.headers != NO_TOKEN
+            if (metered := instruments.active()) is not None:
+                reason = "invalid_token" if presented else "no_token"
+                metered.child(metered.tokens, "refused", reason).inc()
+            if isinstance(exc, BearerRefused):
+                raise
             raise BearerRefused(headers=INVALID_TOKEN) from exc
         if self.revocations.current.refuses_token(
             caller.client_id, caller.token_id, caller.issued_at
@@ -180,16 +188,25 @@ class Endpoints:
         address = remote(request)
         wait = await self.failed_logins.retry_after(token_request.client_id, address)
         if wait is not None:
+            if (metered := instruments.active()) is not None:
+                metered.child(metered.tokens, "refused", "too_many_failed_logins").inc()
+            if audit.enabled():
+                fields = {"client": token_request.client_id, "remote": address}
+                audit.record("token.refused", "token refused", {**fields, "outcome": "refused 429"})
             raise TooManyFailedLogins(headers={"retry-after": str(wait)})
         token_id = uuid.uuid4().hex
         try:
             token = self.tokens.issue(token_request, token_id=token_id)
         except Unauthorized:
             await self.failed_logins.failed(token_request.client_id, address)
+            if (metered := instruments.active()) is not None:
+                metered.child(metered.tokens, "refused", "client_credentials").inc()
             if audit.enabled():
                 fields = {"client": token_request.client_id, "remote": address}
                 audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
             raise
+        if (metered := instruments.active()) is not None:
+            metered.child(metered.tokens, "issued", "client_credentials").inc()
         if audit.enabled():
             user = token_request.email or token_request.client_id
             fields = {
@@ -254,10 +271,7 @@ class Endpoints:
         ignored (Accept-Ranges: none): the archive is made anew on every GET."""
         assert self.archives is not None and self.archive_links is not None
         filename = request.path_params["filename"]
-        query = request.query_params
-        grant = self.archive_links.verify(
-            filename, query.get("ids"), query.get("expires"), query.get("signature")
-        )
+        grant = self.archive_links.verify(filename, request.query_params.multi_items())
         for document_id in grant.document_ids:
             self.check_document(document_id)  # revoked after the link was made
         archive = await self.archives.open(grant)
@@ -277,6 +291,7 @@ class Endpoints:
             length=archive.length if archive.length is not None else UNKNOWN_LENGTH,
             stats=self.stats,
             label=f"archive {filename!r} of {len(archive.entries)} documents",
+            backend="archive",
         )
 
     def base_url(self, request: Request) -> str:
@@ -309,14 +324,8 @@ class Endpoints:
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
-        query = request.query_params
-        limit = self.links.verify(
-            document_id,
-            query.get("expires"),
-            query.get("signature"),
-            uses=query.get("uses"),
-            link_id=query.get("link"),
-        )
+        link = self.links.verify_document_link(document_id, request.query_params.multi_items())
+        limit = link.limit
         document_id = self.check_document(document_id_from(document_id))
         return await self.resolve_and_send(request, document_id, None, limit)
 
@@ -399,6 +408,7 @@ class Endpoints:
             stats=self.stats,
             label=repr(resolved.document.id),
             trail=trail and {**trail, "range": headers.get("content-range")},
+            backend=resolved.backend.name,
         )
 
     async def openapi(self, request: Request) -> Response:
