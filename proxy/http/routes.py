@@ -3,6 +3,7 @@ answers them from the one table in ``proxy.http.errors``."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from proxy.http.requests import (
 from proxy.http.streaming import DownloadResponse
 from proxy.limits.logins import FailedLogins
 from proxy.metrics import instruments
+from proxy.state.errors import StateFailed
 from proxy.state.limits import CallerBudget
 from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
@@ -61,6 +63,8 @@ from proxy.state.watch import WatchedRevocations
 ARCHIVE_BODY_BYTES = 1024 * 1024
 # The body length given to a stream whose length is not known (deflated archives): never reached.
 UNKNOWN_LENGTH = 1 << 62
+
+logger = logging.getLogger("docproxy")
 
 # The most uses a limited link may allow (its count is a ten-digit decimal in the link).
 MAX_DOWNLOADS = 1_000_000_000
@@ -157,7 +161,11 @@ class Endpoints:
 
     async def spend(self, budget: CallerBudget, caller: Caller) -> None:
         """429 with Retry-After when the caller has spent its budget for this minute."""
-        retry_after = await budget.spend(caller.client_id, caller.subject)
+        try:
+            retry_after = await budget.spend(caller.client_id, caller.subject)
+        except StateFailed as exc:
+            logger.error("shared state failed counting %s: %s", budget.name, exc)
+            raise
         if retry_after is not None:
             raise TooManyRequests(headers={"retry-after": str(retry_after)})
 
@@ -348,12 +356,16 @@ class Endpoints:
         )
         key = f"link:{limit.link_id}"
         sends_body = request.method == "GET" and selection.status != 304
-        if sends_body and (selection.byte_range is None or selection.byte_range.start == 0):
-            uses = await self.state.increment(key, limit.expires)
-        else:
-            uses = await self.state.count(key)
-            if sends_body and uses == 0:
-                raise Unauthorized()  # a resume of nothing
+        try:
+            if sends_body and (selection.byte_range is None or selection.byte_range.start == 0):
+                uses = await self.state.increment(key, limit.expires)
+            else:
+                uses = await self.state.count(key)
+        except StateFailed as exc:
+            logger.error("shared state failed counting a limited link's use: %s", exc)
+            raise
+        if sends_body and uses == 0:
+            raise Unauthorized()  # a resume of nothing
         if uses > limit.max_uses:
             raise Unauthorized()
 

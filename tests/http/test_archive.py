@@ -445,3 +445,23 @@ def test_archive_links_rotate_with_the_presign_keys_on_reload(make_service, tmp_
         assert response.status_code == 200, response.text
         with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
             assert archive.read("rotated.txt") == b"rotated bytes"
+
+
+def test_a_document_rewritten_mid_archive_aborts_it(service, token, folder):
+    """Each entry is read pinned to the version its GET stat'ed: the second document rewritten
+    while the first is sent cuts the archive instead of mixing in the new bytes."""
+    first = add(service, folder, os.urandom(32 * 1024 * 1024), "first-pinned.bin")
+    second = add(service, folder, b"old bytes", "second-pinned.txt")
+    with sqlite3.connect(db_path(service)) as connection:
+        ((path,),) = connection.execute("SELECT file_path FROM documents WHERE id = ?", (second,))
+    stored = Path(load_settings(service.config_path).storage.backends[0].local_root) / path
+    link = link_for(service, token, [first, second])
+    received = 0
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", link, timeout=30) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            if received == 0:
+                stored.write_bytes(b"new bytes")  # same size, a new version
+                os.utime(stored, ns=(1, 1))
+            received += len(chunk)
+    assert received < int(r.headers["content-length"])
