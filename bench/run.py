@@ -124,11 +124,15 @@ def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], Non
     proxy = Docproxy(work, s3_endpoint=moto.endpoint if with_s3 else None)
     accel = Docproxy(work, s3_endpoint=None, accel=True, name="docproxy-accel")
     two = Docproxy(work, s3_endpoint=None, workers=2, name="docproxy-2w")
+    plain = Docproxy(work, s3_endpoint=None, name="docproxy-plain", observed=False)
+    observed = Docproxy(work, s3_endpoint=None, name="docproxy-observed", observed=True)
     shared = Docproxy(work, s3_endpoint=None, name="docproxy-redis", redis_url=REDIS_URL)
     servers: dict[str, Server] = {
         "docproxy": proxy,
         "docproxy-accel": accel,
         "docproxy-2w": two,
+        "docproxy-plain": plain,
+        "docproxy-observed": observed,
         "docproxy-redis": shared,
         "nginx": Nginx(work, proxy.root, accel.port),
         "nginx-2w": Nginx(work, proxy.root, accel.port, workers=2, name="nginx-2w"),
@@ -140,7 +144,7 @@ def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], Non
         b.log(f"writing {size:,} bytes to {key}")
         make_file(proxy.root / key, size)
         b.files[name] = BenchFile(name, key, size)
-    for instance in (proxy, accel, two, shared):
+    for instance in (proxy, accel, two, shared, plain, observed):
         instance.write_config()  # all share one catalog file and one local root
     for f in b.files.values():
         proxy.register(f.document_id, f.key, f"{f.document_id}.pdf", f.size)

@@ -144,6 +144,7 @@ class Docproxy:
         accel: bool = False,
         workers: int = 1,
         name: str = "docproxy",
+        observed: bool | None = None,
         redis_url: str | None = None,
     ):
         self.workdir = workdir
@@ -159,6 +160,9 @@ class Docproxy:
         self.config_path = workdir / f"{name}.yaml"
         self.s3_endpoint = s3_endpoint
         self.accel = accel
+        # True: metrics on, JSON logs with the audit trail; False: metrics and audit off;
+        # None: the config's defaults.
+        self.observed = observed
         self.process: Process | None = None
         self._token: str | None = None
 
@@ -194,6 +198,10 @@ class Docproxy:
         }
         if self.accel:
             config["download"]["accel_redirect"] = {"enabled": True, "prefix": ACCEL_PREFIX}
+        if self.observed is not None:
+            config["metrics"] = {"enabled": self.observed}
+            config["server"]["audit_log"] = self.observed
+            config["server"]["log_format"] = "json" if self.observed else "text"
         if self.redis_url is not None:
             config["state"] = {"redis_url": self.redis_url, "key_prefix": "docproxy-bench:"}
         return config

@@ -109,7 +109,7 @@ def reload_settings(
     endpoints.tokens = TokenAuthority(new.auth)
     if new.presign != current.presign:
         links = LinkSigner(new.presign)
-        archive_links = ArchiveLinkSigner(new.presign)
+        archive_links = ArchiveLinkSigner(links)
         endpoints.links = documents.links = links
         endpoints.archive_links = archives.links = archive_links
         # URLs signed with the old key must not be handed out again.
@@ -133,9 +133,10 @@ def reload_settings(
 
 def create_app(settings: Settings) -> Starlette:
     handler = configure_logging(settings.server.log_level, settings.server.log_format)
-    if handler is not None or settings.server.log_format == "json":
-        use_direct_handler(handler)  # None for JSON: the download line through its formatter
-    audit.enable(settings.server.audit_log)
+    as_json = settings.server.log_format == "json"
+    if handler is not None or as_json:
+        use_direct_handler(None if as_json else handler)  # JSON: through its formatter
+    audit.enable(settings.server.audit_log, settings.server.log_format, handler)
     instruments.activate(settings.metrics.enabled)
     use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)

@@ -11,8 +11,9 @@ import httpx
 
 from tests.harness import Service, assert_envelope
 
-# Catalog servers' pool, cloud stores' SDKs, the download client's HTTP library, and the JWT
-# library with the `cryptography` it pulls in (loaded by the first token, not by the start).
+# Catalog servers' pool, cloud stores' SDKs, the download client's HTTP library, the JWT library
+# with the `cryptography` it pulls in (loaded by the first token, not by the start), the Redis
+# client (state in Redis only) and uvicorn's h11 parser (`docproxy serve` parses with httptools).
 NOT_FOR_THE_EMBEDDED_DEFAULT = frozenset(
     {
         "databases",
@@ -29,6 +30,8 @@ NOT_FOR_THE_EMBEDDED_DEFAULT = frozenset(
         "azure",
         "httpx",
         "joserfc",
+        "redis",
+        "h11",
         "cryptography",
     }
 )
