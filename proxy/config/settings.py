@@ -125,8 +125,14 @@ class AccelRedirectConfig:
     prefix: str = "/protected/"  # an ``internal`` nginx location aliased to the local root
 
 
+# Served inline on request: types browsers show without running anything (no HTML, no SVG).
+INLINE_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
 @dataclass(frozen=True, slots=True)
 class DownloadConfig:
+    inline_types: tuple[str, ...] = INLINE_TYPES  # what disposition=inline may show inline
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
     # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
@@ -459,6 +465,7 @@ def _download(s: Section) -> DownloadConfig:
         **given(
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            inline_types=_inline_types(s),
             send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
         )
@@ -503,6 +510,19 @@ def _zip(s: Section) -> ZipConfig:
     )
     s.finish()
     return config
+
+
+def _inline_types(s: Section) -> tuple[str, ...] | None:
+    if not s.has("inline_types"):
+        s.raw("inline_types")
+        return None
+    types: list[str] = []
+    for index, value in enumerate(s.sequence("inline_types")):
+        if isinstance(value, str) and _MIME_TYPE.fullmatch(value):
+            types.append(value)
+        else:
+            s.error(f"inline_types[{index}]", f"must be a lower-case MIME type, not {value!r}")
+    return tuple(types)
 
 
 _URI_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")

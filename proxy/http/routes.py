@@ -20,7 +20,7 @@ from proxy.auth.links import LimitedLink, LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
 from proxy.documents.archive import ArchiveService
-from proxy.documents.disposition import content_disposition
+from proxy.documents.disposition import ATTACHMENT, content_disposition
 from proxy.documents.service import DocumentService, ResolvedDocument
 from proxy.documents.stats import DownloadStats
 from proxy.http import audit
@@ -43,6 +43,7 @@ from proxy.http.requests import (
     NO_TOKEN,
     archive_filename,
     bearer_token,
+    disposition_from,
     document_id_from,
     document_ids_from,
     json_object,
@@ -246,7 +247,11 @@ class Endpoints:
         expires_in = optional_integer(body, "expires_in", 1, self.links.ttl)
         max_uses = optional_integer(body, "max_downloads", 1, MAX_DOWNLOADS)
         base_url = self.public_url or self.base_url(request)
-        limits = {"expires_in": expires_in, "max_uses": max_uses}
+        limits = {
+            "expires_in": expires_in,
+            "max_uses": max_uses,
+            "disposition": disposition_from(body.get("disposition")),
+        }
         if not audit.enabled():
             url, _ = await self.documents.presign(document_id, caller, base_url, **limits)
             return ok({"download_url": url})
@@ -328,14 +333,16 @@ class Endpoints:
         if self.downloads.per_minute is not None:
             await self.spend(self.downloads, caller)
         document_id = self.check_document(document_id_from(request.path_params["document_id"]))
-        return await self.resolve_and_send(request, document_id, caller)
+        disposition = disposition_from(request.query_params.get("disposition"))
+        return await self.resolve_and_send(request, document_id, caller, None, disposition)
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
         link = self.links.verify_document_link(document_id, request.query_params.multi_items())
         limit = link.limit
         document_id = self.check_document(document_id_from(document_id))
-        return await self.resolve_and_send(request, document_id, None, limit)
+        disposition = link.params.get("disposition", ATTACHMENT)  # signed: one we wrote
+        return await self.resolve_and_send(request, document_id, None, limit, disposition)
 
     async def count_use(
         self, request: Request, resolved: ResolvedDocument, limit: LimitedLink
@@ -368,16 +375,17 @@ class Endpoints:
         document_id: str,
         caller: Caller | None,
         limit: LimitedLink | None = None,
+        disposition: str = ATTACHMENT,
     ) -> Response:
         """Resolve, count a limited link's use, send; audited when the audit log is on."""
         if not audit.enabled():
-            resolved = await self.documents.resolve_document(document_id, caller)
+            resolved = await self.documents.resolve_document(document_id, caller, disposition)
             if limit is not None:
                 await self.count_use(request, resolved, limit)
             return self.send(request, resolved)
         fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
         try:
-            resolved = await self.documents.resolve_document(document_id, caller)
+            resolved = await self.documents.resolve_document(document_id, caller, disposition)
             if limit is not None:
                 await self.count_use(request, resolved, limit)
         except ANSWERED as exc:
