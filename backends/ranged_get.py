@@ -201,6 +201,7 @@ async def ranged_get(
     chunk_size: int,
     timeout: float,
     ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[bytearray]:
     """Bytes ``[start, end)`` of ``url`` in chunks of ``chunk_size`` (the last may be shorter).
 
@@ -227,10 +228,11 @@ async def ranged_get(
                 target = parts.path or "/"
                 if parts.query:
                     target += "?" + parts.query
+                extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
                 request = (
                     f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                     f"Range: bytes={start}-{end - 1}\r\nAccept-Encoding: identity\r\n"
-                    "Connection: close\r\n\r\n"
+                    f"{extra}Connection: close\r\n\r\n"
                 )
                 transport.write(request.encode("ascii"))  # type: ignore[attr-defined]
                 await receiver.head_received

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from backends.base import ObjectNotFound, StorageError
+from backends.base import ObjectChanged, ObjectNotFound, StorageError
 from backends.ranged_get import Unexpected, _RangeReceiver, ranged_get
 from backends.s3 import S3Backend
 from proxy.config.section import Section
@@ -73,7 +73,9 @@ async def test_an_unexpected_answer_is_read_again_through_the_sdk(stores, monkey
     async with s3_backend(stores, fast_read_min_size=0) as backend:
         real = backend._fast_read_url
         # The plain GET meets a 404 (another key): the SDK reads the right one.
-        monkeypatch.setattr(backend, "_fast_read_url", lambda key, n: real("fast/nothing", n))
+        monkeypatch.setattr(
+            backend, "_fast_read_url", lambda key, n, v=None: real("fast/nothing", n, v)
+        )
         chunks = await chunks_of(backend, "fast/object.bin", 2, len(BODY))
         assert b"".join(chunks) == BODY[2:]
         assert all(type(chunk) is bytes for chunk in chunks)
@@ -331,3 +333,24 @@ async def test_bytes_past_the_range_are_a_storage_error():
         await asyncio.sleep(0.2)
         with pytest.raises(StorageError, match="more than the range"):
             await anext(chunks)
+
+
+# -- pinned reads: the ETag from stat is sent as If-Match --------------------------------------
+
+
+@pytest.mark.parametrize("fast_read_min_size", [0, False], ids=["fast-read", "sdk"])
+async def test_an_object_replaced_after_stat_is_not_read(stores, fast_read_min_size):
+    async with s3_backend(stores, fast_read_min_size=fast_read_min_size) as backend:
+        info = await backend.stat("fast/object.bin")
+        assert info.version == info.etag
+        # Unchanged: read in full, pinned.
+        chunks = backend.stream_range("fast/object.bin", 0, len(BODY), info.version)
+        assert b"".join([c async for c in chunks]) == BODY
+        store: Store = stores["s3"]
+        store.put(backend.store.bucket, "fast/object.bin", BODY[::-1])  # same size, new bytes
+        with pytest.raises(ObjectChanged):
+            await chunks_of_pinned(backend, "fast/object.bin", 0, len(BODY), info.version)
+
+
+async def chunks_of_pinned(backend, key, start, end, version) -> list[bytes]:
+    return [chunk async for chunk in backend.stream_range(key, start, end, version)]
