@@ -414,3 +414,54 @@ def test_the_archive_name_is_cleaned_and_survives_the_link(service, token, docum
     response = httpx.get(link, timeout=30)
     assert response.status_code == 200
     assert response.headers["content-disposition"] == content_disposition(saved)
+
+
+def test_archive_links_rotate_with_the_presign_keys_on_reload(make_service, tmp_path):
+    """SIGHUP with a new first presign key: new archive links are signed with it, and a link
+    signed with the old key (still listed) keeps working."""
+    import signal
+
+    import yaml
+
+    from tests.state.shared import eventually
+
+    old = {"id": "old", "key": "old-link-key-0123456789abcdef"}
+    new = {"id": "new", "key": "new-link-key-0123456789abcdef"}
+    service = make_service({"presign": {"signing_key": None, "signing_keys": [old]}})
+    token = service.token()
+    document_id = add(service, tmp_path, b"rotated bytes", "rotated.txt")
+    before = link_for(service, token, [document_id])
+    assert parse_qs(urlsplit(before).query)["kid"] == ["old"]
+    config = yaml.safe_load(service.config_path.read_text())
+    config["presign"]["signing_keys"] = [new, old]
+    service.config_path.write_text(yaml.safe_dump(config))
+    service.process.send_signal(signal.SIGHUP)
+    eventually(
+        lambda: parse_qs(urlsplit(link_for(service, token, [document_id])).query)["kid"] == ["new"]
+    )
+    after = link_for(service, token, [document_id])
+    for link in (before, after):
+        response = httpx.get(link, timeout=10)
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            assert archive.read("rotated.txt") == b"rotated bytes"
+
+
+def test_a_document_rewritten_mid_archive_aborts_it(service, token, folder):
+    """Each entry is read pinned to the version its GET stat'ed: the second document rewritten
+    while the first is sent cuts the archive instead of mixing in the new bytes."""
+    first = add(service, folder, os.urandom(32 * 1024 * 1024), "first-pinned.bin")
+    second = add(service, folder, b"old bytes", "second-pinned.txt")
+    with sqlite3.connect(db_path(service)) as connection:
+        ((path,),) = connection.execute("SELECT file_path FROM documents WHERE id = ?", (second,))
+    stored = Path(load_settings(service.config_path).storage.backends[0].local_root) / path
+    link = link_for(service, token, [first, second])
+    received = 0
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", link, timeout=30) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            if received == 0:
+                stored.write_bytes(b"new bytes")  # same size, a new version
+                os.utime(stored, ns=(1, 1))
+            received += len(chunk)
+    assert received < int(r.headers["content-length"])
