@@ -82,6 +82,8 @@ class AuthConfig:
     audience: str = "docproxy"
     token_ttl: int = 3600
     leeway: int = 0
+    # Requests must carry X-Device-Fingerprint equal to the token's fingerprint claim.
+    bind_fingerprint: bool = False
     clients: tuple[ClientConfig, ...] = ()
     # Failed logins per client id and per remote address within the window, after which the
     # token endpoint answers 429 (0: no limit).
@@ -413,6 +415,7 @@ def _auth(s: Section) -> AuthConfig:
             audience=s.string("audience") or None,
             token_ttl=s.integer("token_ttl", minimum=1),
             leeway=s.integer("leeway", minimum=0),
+            bind_fingerprint=s.boolean("bind_fingerprint"),
             clients=tuple(clients),
             max_failed_logins=s.integer("max_failed_logins", minimum=0),
             failed_login_window=s.integer("failed_login_window", minimum=1),

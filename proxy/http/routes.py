@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from proxy.auth.archive_links import ArchiveLinkSigner
+from proxy.auth.binding import FINGERPRINT_HEADER, fingerprint_matches
 from proxy.auth.errors import Unauthorized
 from proxy.auth.links import LimitedLink, LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
@@ -157,6 +158,10 @@ class Endpoints:
             caller.client_id, caller.token_id, caller.issued_at
         ):
             raise BearerRefused(headers=INVALID_TOKEN)
+        if self.tokens.config.bind_fingerprint and not fingerprint_matches(
+            caller.fingerprint, request.headers.get(FINGERPRINT_HEADER)
+        ):
+            raise BearerRefused(headers=INVALID_TOKEN)  # a token used off its device
         return caller
 
     async def spend(self, budget: CallerBudget, caller: Caller) -> None:
