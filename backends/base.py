@@ -7,7 +7,7 @@ the backend: how big is it (``stat``), what are the bytes in ``[start, end)``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
@@ -23,6 +23,10 @@ class ObjectNotFound(StorageError):
     """The key names no object in the store."""
 
 
+class ObjectChanged(StorageError):
+    """The object is no longer the version its read was pinned to (rewritten meanwhile)."""
+
+
 class InvalidKey(StorageError):
     """The key could escape the backend's root or is otherwise unusable."""
 
@@ -32,6 +36,9 @@ class ObjectInfo:
     size: int
     etag: str | None = None
     modified: float | None = None  # seconds since the epoch
+    # What pins a read to these bytes (local: size, mtime and inode; a store: its ETag or
+    # generation), handed back to ``stream_range``; None: the backend cannot pin reads.
+    version: Hashable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +88,13 @@ class StorageBackend(Protocol):
     async def stat(self, key: str) -> ObjectInfo:
         """Size and validators of the object; raise ``ObjectNotFound`` or ``StorageError``."""
 
-    def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Yield the bytes in ``[start, end)`` in bounded chunks, reading only that span."""
+    def stream_range(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield the bytes in ``[start, end)`` in bounded chunks, reading only that span.
+
+        Given ``version`` (``ObjectInfo.version`` from ``stat``), raise ``ObjectChanged``
+        rather than yield a byte of any other version, so a rewrite is never spliced in."""
 
     async def presign(self, request: PresignRequest) -> str | None:
         """A URL the client can fetch directly, or None when the store cannot sign."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -155,8 +155,11 @@ class FsspecBackend:
             "read", key, self.fs._cat_file(self._path(key), start=start, end=end)
         )
 
-    def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent."""
+    def stream_range(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> AsyncIterator[bytes]:
+        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent.
+        Unpinned: ``stat`` gives no version here yet."""
 
         def read(position: int, size: int) -> Awaitable[bytes]:
             return self._read(key, position, position + size)

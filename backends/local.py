@@ -5,14 +5,21 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import anyio.to_thread
 
-from backends.base import InvalidKey, ObjectInfo, ObjectNotFound, PresignRequest, StorageError
+from backends.base import (
+    InvalidKey,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectNotFound,
+    PresignRequest,
+    StorageError,
+)
 from backends.keys import relative_key
 from proxy.config.section import Section, given
 
@@ -111,20 +118,25 @@ class LocalBackend:
         if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(key)
         return ObjectInfo(
-            size=st.st_size, etag=f'"{st.st_size:x}-{st.st_mtime_ns:x}"', modified=st.st_mtime
+            size=st.st_size,
+            etag=f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
+            modified=st.st_mtime,
+            version=_version(st),
         )
 
-    async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stream_range(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> AsyncIterator[bytes]:
         path = self._path(key)
         length = end - start
         if length <= 0:
             return
         if length <= INLINE_READ_LIMIT:
-            yield _pread_span(path, start, length)
+            yield _pread_span(path, start, length, version)
             return
         if length <= self.chunk_size:
             # One thread hop for open, read and close: small files are the common case.
-            yield await anyio.to_thread.run_sync(_pread_span, path, start, length)
+            yield await anyio.to_thread.run_sync(_pread_span, path, start, length, version)
             return
         try:
             fd = await anyio.to_thread.run_sync(_open_read_only, path)
@@ -141,6 +153,9 @@ class LocalBackend:
                     raise StorageError(f"read {key!r}: {exc}") from exc
                 if not chunk:
                     raise StorageError(f"{key!r} ended {remaining} bytes early")
+                # After the read, before the bytes go out: a write that touched them has
+                # changed the file's mtime (or size) by now.
+                _check_version(fd, version, key)
                 offset += len(chunk)
                 remaining -= len(chunk)
                 yield chunk
@@ -217,8 +232,20 @@ def _open_read_only(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _pread_span(path: str, offset: int, length: int) -> bytes:
-    """``length`` bytes at ``offset``: open, one pread (a loop only if it comes up short), close."""
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    """What pins a read: an in-place rewrite changes the mtime (and maybe the size), a
+    replacement (rename over the path) the inode."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _check_version(fd: int, version: Hashable | None, key: str) -> None:
+    if version is not None and _version(os.fstat(fd)) != version:
+        raise ObjectChanged(f"{key!r} changed during the read")
+
+
+def _pread_span(path: str, offset: int, length: int, version: Hashable | None = None) -> bytes:
+    """``length`` bytes at ``offset``: open, one pread (a loop only if it comes up short),
+    the version check, close."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as exc:
@@ -234,6 +261,7 @@ def _pread_span(path: str, offset: int, length: int) -> bytes:
                 pieces.append(more)
                 got += len(more)
             data = b"".join(pieces)
+        _check_version(fd, version, path)
     except OSError as exc:
         raise StorageError(f"read {path!r}: {exc}") from exc
     finally:

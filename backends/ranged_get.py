@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from backends.base import StorageError
 
 HEADER_LIMIT = 64 * 1024
+SCRATCH_SIZE = 256  # what the socket is read into once the range is complete
 
 
 class Unexpected(Exception):
@@ -44,6 +45,7 @@ class _RangeReceiver(asyncio.BufferedProtocol):
         self.status = 0
         self.headers: dict[str, str] = {}
         self._head: bytearray | None = bytearray(HEADER_LIMIT)
+        self._scratch = bytearray(SCRATCH_SIZE)
         self._head_size = 0
         self._chunk_size = chunk_size
         self._remaining = length  # body bytes not yet in a full chunk
@@ -63,6 +65,13 @@ class _RangeReceiver(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._head is not None:
             return memoryview(self._head)[self._head_size :]
+        if not self._remaining or self._error is not None:
+            # The range is complete (or given up on) while its last chunks wait for a slow or
+            # departed client, and the socket became readable: usually the store's close,
+            # which the loop reads into a buffer too. An empty buffer here would be logged by
+            # asyncio as a fatal transport error; a scratch one takes the EOF (or an excess,
+            # refused in buffer_updated).
+            return memoryview(self._scratch)
         if self._chunk is None:  # allocated only when the socket has something for it
             self._chunk = bytearray(min(self._chunk_size, self._remaining))
             self._filled = 0
@@ -72,6 +81,10 @@ class _RangeReceiver(asyncio.BufferedProtocol):
         if self._head is not None:
             self._head_size += nbytes
             self._parse_head()
+            return
+        if not self._remaining or self._error is not None:  # into the scratch buffer
+            if nbytes and self._error is None:
+                self._fail(StorageError("store sent more than the range"))
             return
         self._filled += nbytes
         self._chunk_done()
@@ -188,6 +201,7 @@ async def ranged_get(
     chunk_size: int,
     timeout: float,
     ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[bytearray]:
     """Bytes ``[start, end)`` of ``url`` in chunks of ``chunk_size`` (the last may be shorter).
 
@@ -214,10 +228,11 @@ async def ranged_get(
                 target = parts.path or "/"
                 if parts.query:
                     target += "?" + parts.query
+                extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
                 request = (
                     f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                     f"Range: bytes={start}-{end - 1}\r\nAccept-Encoding: identity\r\n"
-                    "Connection: close\r\n\r\n"
+                    f"{extra}Connection: close\r\n\r\n"
                 )
                 transport.write(request.encode("ascii"))  # type: ignore[attr-defined]
                 await receiver.head_received

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Hashable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import anyio.to_thread
 
-from backends.base import PresignRequest, StorageError
+from backends.base import ObjectChanged, ObjectInfo, PresignRequest, StorageError
 from backends.fsspec_common import (
     FsspecBackend,
     StoreOptions,
@@ -163,7 +163,9 @@ class S3Backend(FsspecBackend):
     def _bucket_and_key(self, key: str) -> tuple[str, str]:
         return self.store.bucket, self._object_key(key)
 
-    async def stream_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stream_range(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> AsyncIterator[bytes]:
         """One ranged GET for the whole span, its body read in chunks of ``chunk_size``: for a
         span of ``fast_read_min_size`` or more straight into the chunks, else through the SDK.
 
@@ -173,11 +175,12 @@ class S3Backend(FsspecBackend):
         """
         if end <= start:
             return
-        url = self._fast_read_url(key, end - start)
+        url = self._fast_read_url(key, end - start, version)
         if url is not None:
             chunks = ranged_get(
                 url, start, end, chunk_size=self.chunk_size, timeout=self.store.timeout,
                 ssl_context=self._ssl,
+                headers={"If-Match": str(version)} if version is not None else None,
             )  # fmt: skip
             try:
                 first = await anext(chunks, None)
@@ -191,34 +194,54 @@ class S3Backend(FsspecBackend):
                     async for chunk in chunks:
                         yield chunk
                 return
-        async for chunk in self._stream_through_sdk(key, start, end):
+        async for chunk in self._stream_through_sdk(key, start, end, version):
             yield chunk
 
-    def _fast_read_url(self, key: str, length: int) -> str | None:
+    async def stat(self, key: str) -> ObjectInfo:
+        """With the ETag as the version: each read is a GET with ``If-Match``."""
+        info = await super().stat(key)
+        return replace(info, version=info.etag)
+
+    def _fast_read_url(self, key: str, length: int, version: Hashable | None = None) -> str | None:
         """A presigned GET for docproxy's own read of ``length`` bytes, or None (SDK read)."""
         threshold = self.options.fast_read_min_size
         if not self._fast_reads or threshold is None or length < threshold:
             return None
         bucket, object_key = self._bucket_and_key(key)
         try:
+            params = {"Bucket": bucket, "Key": object_key}
+            if version is not None:
+                params["IfMatch"] = str(version)  # signed: the GET must send it
             return self._reader.generate_presigned_url(
                 "get_object",
-                Params={"Bucket": bucket, "Key": object_key},
+                Params=params,
                 ExpiresIn=FAST_READ_URL_SECONDS,
             )
         except Exception as exc:  # no credentials (anonymous access): the SDK reads
             logger.debug("fast read of %s:%s not signed: %s", self.name, key, exc)
             return None
 
-    async def _stream_through_sdk(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _stream_through_sdk(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> AsyncIterator[bytes]:
         bucket, object_key = self._bucket_and_key(key)
-        response = await self._call(
-            "read",
-            key,
-            self.fs._call_s3(
-                "get_object", Bucket=bucket, Key=object_key, Range=f"bytes={start}-{end - 1}"
-            ),
-        )
+        pinned = {"IfMatch": str(version)} if version is not None else {}
+        try:
+            response = await self._call(
+                "read",
+                key,
+                self.fs._call_s3(
+                    "get_object",
+                    Bucket=bucket,
+                    Key=object_key,
+                    Range=f"bytes={start}-{end - 1}",
+                    **pinned,
+                ),
+            )
+        except StorageError as exc:
+            if pinned and _precondition_failed(exc):
+                raise ObjectChanged(f"{self.name}:{key} changed since it was looked at") from exc
+            raise
         body = response["Body"]
 
         def read(position: int, size: int) -> Awaitable[bytes]:
@@ -311,3 +334,19 @@ async def _fill(body: Any, wanted: int) -> bytes:
     if len(pieces) == 1:
         return pieces[0]
     return b"".join(pieces)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether the store refused an ``If-Match`` (HTTP 412), whatever wraps the SDK's error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") == "PreconditionFailed" or status == 412:
+                return True
+        if "PreconditionFailed" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

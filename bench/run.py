@@ -3,7 +3,7 @@
 Every row is docproxy ÷ its baseline measured in the same run, the median of several rounds
 that alternate between them. ``--quick`` runs every row small and short (seconds), so CI
 keeps the benchmark working; its figures mean nothing. ``--rows 3,6`` runs only the rows
-named (comma-separated: 1, 1b, 2, 2w, 3, 3w, 4, 4b, 5, 6, 7, 8) and, being partial, does not
+named (comma-separated: 1, 1b, 2, 2w, 3, 3w, 3r, 4, 4b, 4r, 5, 6, 7, 8) and, being partial, does not
 write ``bench/results/`` (it prints the table only). A full run writes
 ``bench/results/latest.md`` and adds its line to ``bench/results/history.md``.
 
@@ -98,6 +98,9 @@ def s3_supported() -> bool:
     return "s3" in known_protocols()
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], None]]) -> None:
     """Start each server in ``needed`` once, in dependency order, and note why any is missing.
     Each server started is registered in ``stops`` at once, so the caller stops it even when
@@ -121,10 +124,16 @@ def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], Non
     proxy = Docproxy(work, s3_endpoint=moto.endpoint if with_s3 else None)
     accel = Docproxy(work, s3_endpoint=None, accel=True, name="docproxy-accel")
     two = Docproxy(work, s3_endpoint=None, workers=2, name="docproxy-2w")
+    plain = Docproxy(work, s3_endpoint=None, name="docproxy-plain", observed=False)
+    observed = Docproxy(work, s3_endpoint=None, name="docproxy-observed", observed=True)
+    shared = Docproxy(work, s3_endpoint=None, name="docproxy-redis", redis_url=REDIS_URL)
     servers: dict[str, Server] = {
         "docproxy": proxy,
         "docproxy-accel": accel,
         "docproxy-2w": two,
+        "docproxy-plain": plain,
+        "docproxy-observed": observed,
+        "docproxy-redis": shared,
         "nginx": Nginx(work, proxy.root, accel.port),
         "nginx-2w": Nginx(work, proxy.root, accel.port, workers=2, name="nginx-2w"),
         "rclone": Rclone(work, proxy.root),
@@ -135,7 +144,7 @@ def start_servers(b: Bench, needed: frozenset[str], stops: list[Callable[[], Non
         b.log(f"writing {size:,} bytes to {key}")
         make_file(proxy.root / key, size)
         b.files[name] = BenchFile(name, key, size)
-    for instance in (proxy, accel, two):
+    for instance in (proxy, accel, two, shared, plain, observed):
         instance.write_config()  # all share one catalog file and one local root
     for f in b.files.values():
         proxy.register(f.document_id, f.key, f"{f.document_id}.pdf", f.size)

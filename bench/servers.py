@@ -119,6 +119,18 @@ def make_file(path: Path, size: int) -> None:
             remaining -= len(block)
 
 
+def redis_missing(url: str) -> str | None:
+    """Why Redis at ``url`` cannot be used, or None."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        return f"no Redis at {url} ({exc})"
+    return None
+
+
 class Docproxy:
     """``python -m proxy serve`` with an embedded catalog and local root under ``workdir``."""
 
@@ -132,9 +144,14 @@ class Docproxy:
         accel: bool = False,
         workers: int = 1,
         name: str = "docproxy",
+        observed: bool | None = None,
+        redis_url: str | None = None,
     ):
         self.workdir = workdir
         self.name = name
+        self.redis_url = redis_url  # the shared state in Redis (revocations, counters)
+        if redis_url is not None:
+            self.missing = redis_missing(redis_url)
         self.workers = workers
         self.root = workdir / "files"  # shared by every instance in one run, as is the catalog
         self.root.mkdir(exist_ok=True)
@@ -143,6 +160,9 @@ class Docproxy:
         self.config_path = workdir / f"{name}.yaml"
         self.s3_endpoint = s3_endpoint
         self.accel = accel
+        # True: metrics on, JSON logs with the audit trail; False: metrics and audit off;
+        # None: the config's defaults.
+        self.observed = observed
         self.process: Process | None = None
         self._token: str | None = None
 
@@ -178,6 +198,12 @@ class Docproxy:
         }
         if self.accel:
             config["download"]["accel_redirect"] = {"enabled": True, "prefix": ACCEL_PREFIX}
+        if self.observed is not None:
+            config["metrics"] = {"enabled": self.observed}
+            config["server"]["audit_log"] = self.observed
+            config["server"]["log_format"] = "json" if self.observed else "text"
+        if self.redis_url is not None:
+            config["state"] = {"redis_url": self.redis_url, "key_prefix": "docproxy-bench:"}
         return config
 
     def register(self, document_id: str, file_path: str, name: str, size: int) -> None:

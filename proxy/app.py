@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.registry import backend_class
@@ -18,10 +22,10 @@ from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
 from proxy.config.loading import config_path, load_settings
-from proxy.config.settings import Settings
+from proxy.config.settings import ConfigError, Settings
 from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
-from proxy.documents.service import DocumentService
+from proxy.documents.service import DocumentService, PresignedUrlCache
 from proxy.documents.stats import DownloadStats
 from proxy.health.readiness import Readiness
 from proxy.health.routes import health_routes
@@ -34,9 +38,14 @@ from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
 from proxy.limits.logins import FailedLogins
+from proxy.metrics import instruments
+from proxy.metrics.exposition import metrics_route
+from proxy.metrics.middleware import RequestMetrics
+from proxy.metrics.workers import worker_exits
 from proxy.runtime.logging import configure_logging
 from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
+from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
 
 logger = logging.getLogger("docproxy")
@@ -76,11 +85,59 @@ class QuietStartupFailure:
         await self.app(scope, receive, send_quietly)
 
 
+# What SIGHUP applies in a running worker; other sections take effect at the next start.
+RELOADED = ("auth", "presign", "limits")
+
+
+def reload_settings(
+    current: Settings,
+    endpoints: Endpoints,
+    documents: DocumentService,
+    archives: ArchiveService,
+    state: StateStore,
+) -> Settings:
+    """Re-read the config file and apply its clients, keys and limits to the running worker;
+    a file that does not validate changes nothing (its problems are logged, key by key)."""
+    try:
+        new = load_settings(current.source)
+    except ConfigError as exc:
+        logger.error(
+            "config reload refused, the running settings stay: %s", "; ".join(exc.problems)
+        )
+        return current
+    # Each object is replaced whole, so a request sees either the old or the new one.
+    endpoints.tokens = TokenAuthority(new.auth)
+    if new.presign != current.presign:
+        links = LinkSigner(new.presign)
+        archive_links = ArchiveLinkSigner(links)
+        endpoints.links = documents.links = links
+        endpoints.archive_links = archives.links = archive_links
+        # URLs signed with the old key must not be handed out again.
+        documents.presigned = PresignedUrlCache(new.presign.reuse_margin)
+    endpoints.downloads = CallerBudget(state, "downloads", new.limits.downloads_per_minute)
+    endpoints.presigns = CallerBudget(state, "presigns", new.limits.presigns_per_minute)
+    later = [
+        f.name
+        for f in dataclasses.fields(Settings)
+        if f.name not in (*RELOADED, "source") and getattr(new, f.name) != getattr(current, f.name)
+    ]
+    if later:
+        logger.warning(
+            "config reloaded (auth, presign, limits); %s change at the next start",
+            ", ".join(later),
+        )
+    else:
+        logger.info("config reloaded: %s", new.source)
+    return dataclasses.replace(current, **{name: getattr(new, name) for name in RELOADED})
+
+
 def create_app(settings: Settings) -> Starlette:
     handler = configure_logging(settings.server.log_level, settings.server.log_format)
-    if handler is not None or settings.server.log_format == "json":
-        use_direct_handler(handler)  # None for JSON: the download line through its formatter
-    audit.enable(settings.server.audit_log)
+    as_json = settings.server.log_format == "json"
+    if handler is not None or as_json:
+        use_direct_handler(None if as_json else handler)  # JSON: through its formatter
+    audit.enable(settings.server.audit_log, settings.server.log_format, handler)
+    instruments.activate(settings.metrics.enabled)
     use_reason_phrases()  # each worker builds its app here, in the process that serves
     catalog = Catalog(settings.catalog)
     router = build_router(settings)
@@ -96,7 +153,7 @@ def create_app(settings: Settings) -> Starlette:
         stats,
         presign_reuse_margin=settings.presign.reuse_margin,
     )
-    archive_links = ArchiveLinkSigner(settings.presign)
+    archive_links = ArchiveLinkSigner(links)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
         failed_logins=FailedLogins.from_config(settings.auth),
@@ -116,6 +173,12 @@ def create_app(settings: Settings) -> Starlette:
         archive_links=archive_links,
     )
     readiness = Readiness(catalog, router.backends, settings.health)
+    running = settings
+
+    def on_hangup() -> None:
+        nonlocal running
+        assert endpoints.archives is not None
+        running = reload_settings(running, endpoints, documents, endpoints.archives, state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,22 +199,33 @@ def create_app(settings: Settings) -> Starlette:
                 problem,
             )
         await revocations.start()
+        hangup = _on_signal(signal.SIGHUP, on_hangup)
         logger.info("docproxy ready: config %s", settings.source)
         try:
             yield
         finally:
+            if hangup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await revocations.stop()
             await state.close()
             await catalog.disconnect()
             await router.close()
+            worker_exits()
 
+    routes = endpoints.routes() + health_routes(readiness, stats)
+    if settings.metrics.enabled and settings.metrics.port is None:
+        routes.append(metrics_route())
+    middleware = [
+        Middleware(QuietStartupFailure),
+        Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
+        *cors_middleware(settings.cors),
+    ]
+    if settings.metrics.enabled:
+        templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
+        middleware.append(Middleware(RequestMetrics, routes=templates))
     app = Starlette(
-        routes=endpoints.routes() + health_routes(readiness, stats),
-        middleware=[
-            Middleware(QuietStartupFailure),
-            Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
-            *cors_middleware(settings.cors),
-        ],
+        routes=routes,
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
@@ -159,6 +233,16 @@ def create_app(settings: Settings) -> Starlette:
     # in the envelope like any other.
     app.router.redirect_slashes = False
     return app
+
+
+def _on_signal(signum: int, handler: Callable[[], None]) -> bool:
+    """Run ``handler`` on the event loop at each ``signum``; False where that cannot be done
+    (not the main thread, as under a server that runs the app elsewhere)."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signum, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def app_from_environment() -> Starlette:

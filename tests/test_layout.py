@@ -18,6 +18,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy": set(),  # the package itself: empty
     "proxy.__main__": {"proxy.cli"},
     "proxy.cli": {
+        "proxy.metrics",
         "proxy.app",
         "proxy.state",
         "proxy.server",
@@ -28,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.app": {
+        "proxy.metrics",
         "proxy.limits",
         "proxy.health",
         "proxy.http",
@@ -41,6 +43,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.health": {
+        "proxy.metrics",
         "proxy.http",
         "proxy.documents",
         "proxy.catalog",
@@ -51,6 +54,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "proxy.server": {"proxy.http", "proxy.config", "proxy.runtime", "proxy.common"},
     "proxy.http": {
+        "proxy.metrics",
         "proxy.limits",
         "proxy.documents",
         "proxy.state",
@@ -61,6 +65,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "proxy.common",
     },
     "proxy.documents": {
+        "proxy.metrics",
         "proxy.catalog",
         "backends",
         "proxy.auth",
@@ -74,6 +79,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "proxy.auth": {"proxy.config", "proxy.common"},
     "proxy.client": {"proxy.common"},  # the download client: nothing of the server
     "proxy.runtime": {"proxy.common"},
+    "proxy.metrics": {"proxy.common"},  # instruments anyone may count with; prometheus-client
     "proxy.limits": {"proxy.config", "proxy.common"},
     "proxy.config": {"proxy.common"},
     "proxy.common": set(),

@@ -13,6 +13,9 @@ SERVER_NAMES = frozenset(
         "docproxy",  # one worker, the local backend (and S3 against moto when moto runs)
         "docproxy-accel",  # one worker answering X-Accel-Redirect to the nginx in front
         "docproxy-2w",  # two workers
+        "docproxy-plain",  # one worker, metrics and audit off
+        "docproxy-observed",  # one worker, metrics on, JSON logs with the audit trail
+        "docproxy-redis",  # one worker, the shared state in Redis at 127.0.0.1:6379
         "nginx",  # one worker; also in front of docproxy-accel
         "nginx-2w",  # two workers
         "rclone",  # rclone serve http, capped at one core

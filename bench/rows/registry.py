@@ -14,6 +14,8 @@ _MODULES: tuple[str, ...] = (
     "bench.rows.small",  # 3, 3w: 10 KiB documents, one and two workers
     "bench.rows.hostile",  # 3h: row 3 while hostile clients are held open
     "bench.rows.presign",  # 4, 4b: POST /download vs bare Starlette
+    "bench.rows.observe",  # 3o, 4o: rows 3 and 4 with metrics and JSON audit logs on vs off
+    "bench.rows.state",  # 3r, 4r: rows 3 and 4 with the shared state in Redis
     "bench.rows.slow",  # 5: slow clients, memory
     "bench.rows.s3",  # 6: S3 download vs s3fs
     "bench.rows.sidecar",  # 7: idle memory and start time of the embedded default

@@ -1,24 +1,21 @@
 """The proxy's signed links to an archive of many documents: stateless, so any replica serves
 them. The link carries who asked (client and tenant group) and the exact list of ids,
-deflated and base64url-encoded, under an HMAC-SHA256 with the presign key."""
+deflated and base64url-encoded, signed by ``proxy.auth.links.LinkSigner``."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
-import re
-import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from proxy.auth.errors import Unauthorized
-from proxy.config.settings import PresignConfig
+from proxy.auth.links import LinkSigner, single_valued
 
 ARCHIVE_PATH = "/archives/"
-_CANONICAL_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
+ARCHIVE = "archive"  # the purpose archive links are signed for
 # A signed list never inflates past this: far above what zip.max_documents ids take, and a
 # bound on what even a valid link can make the server allocate.
 _MAX_INFLATED = 16 * 1024 * 1024
@@ -52,44 +49,29 @@ def _unpack(packed: str) -> ArchiveGrant:
 
 
 class ArchiveLinkSigner:
-    def __init__(self, config: PresignConfig) -> None:
-        self.ttl = config.ttl
-        self._key = config.signing_key.encode()
+    """Archive links through the one link signer (purpose ``archive``), so they rotate with
+    ``presign.signing_keys`` like every other link."""
 
-    def _signature(self, filename: str, packed: str, expires: int) -> str:
-        message = f"docproxy-archive\n{filename}\n{packed}\n{expires}".encode()
-        digest = hmac.new(self._key, message, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def __init__(self, links: LinkSigner) -> None:
+        self.links = links
+        self.ttl = links.ttl
 
     def sign(
         self, base_url: str, filename: str, grant: ArchiveGrant, *, now: float | None = None
     ) -> str:
-        expires = int(now if now is not None else time.time()) + self.ttl
-        packed = _pack(grant)
-        query = urlencode(
-            {
-                "ids": packed,
-                "expires": expires,
-                "signature": self._signature(filename, packed, expires),
-            }
-        )
+        fields = self.links.sign(ARCHIVE, {"name": filename, "ids": _pack(grant)}, now=now)
+        del fields["name"]  # it travels in the path
+        query = urlencode(fields)
         return f"{base_url.rstrip('/')}{ARCHIVE_PATH}{quote(filename, safe='')}?{query}"
 
     def verify(
-        self,
-        filename: str,
-        packed: str | None,
-        expires: str | None,
-        signature: str | None,
-        *,
-        now: float | None = None,
+        self, filename: str, query: Iterable[tuple[str, str]], *, now: float | None = None
     ) -> ArchiveGrant:
         """The grant of an intact, unexpired link; Unauthorized for anything else."""
-        if not packed or not expires or not signature or not _CANONICAL_EXPIRES.fullmatch(expires):
+        fields = single_valued(query)
+        if "name" in fields:
             raise Unauthorized()
-        expected = self._signature(filename, packed, int(expires))
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        params = self.links.verify(ARCHIVE, {**fields, "name": filename}, now=now)
+        if set(params) != {"name", "ids"}:
             raise Unauthorized()
-        if int(expires) <= (now if now is not None else time.time()):
-            raise Unauthorized()
-        return _unpack(packed)
+        return _unpack(params["ids"])

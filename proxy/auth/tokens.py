@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
-
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
-from joserfc.jwt import JWTClaimsRegistry
 
 from proxy.auth.errors import Unauthorized
 from proxy.common.caches import BoundedCache
@@ -61,25 +58,53 @@ class _Checked:
     expires: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Jose:
+    """joserfc's JWT functions, its error class, and this authority's key and claims rules."""
+
+    jwt: ModuleType
+    error: type[Exception]
+    keys: dict[str, Any]  # key id -> joserfc OctKey
+    claims: Any  # joserfc.jwt.JWTClaimsRegistry
+
+
+def _load_jose(config: AuthConfig) -> _Jose:
+    # joserfc imports `cryptography` for key types HMAC never uses (about 8 MiB resident and a
+    # tenth of a second at start), so it is loaded by the first token issued or checked: a
+    # sidecar that only answers probes and signed links never pays for it.
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import OctKey
+    from joserfc.jwt import JWTClaimsRegistry
+
+    claims = JWTClaimsRegistry(
+        leeway=config.leeway,
+        iss={"essential": True, "value": config.issuer},
+        aud={"essential": True, "value": config.audience},
+        exp={"essential": True},
+        iat={"essential": True},
+        client_id={"essential": True},
+        jti={"essential": True},
+    )
+    keys = {k.id: OctKey.import_key(k.key.encode(), {"kid": k.id}) for k in config.signing_keys}
+    return _Jose(jwt, JoseError, keys, claims)
+
+
 class TokenAuthority:
-    """Issues and verifies access tokens with one configured key and algorithm."""
+    """Issues access tokens with the first of ``auth.signing_keys`` (its id in the ``kid``
+    header) and verifies them with the key their ``kid`` names."""
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        self._key = OctKey.import_key(config.signing_key.encode())
+        self._signing_id = config.signing_keys[0].id
         self._clients = {c.client_id: c.secret_sha256 for c in config.clients}
         # Tokens whose signature already checked out, with their claims: a client sends the
         # same token on every request, and decoding plus HMAC is most of a verify's cost.
         self._verified: BoundedCache[str, _Checked] = BoundedCache(VERIFIED_TOKENS_KEPT)
-        self._claims = JWTClaimsRegistry(
-            leeway=config.leeway,
-            iss={"essential": True, "value": config.issuer},
-            aud={"essential": True, "value": config.audience},
-            exp={"essential": True},
-            iat={"essential": True},
-            client_id={"essential": True},
-            jti={"essential": True},
-        )
+
+    @functools.cached_property
+    def _jose(self) -> _Jose:
+        return _load_jose(self.config)
 
     def authenticate_client(self, client_id: str, client_secret: str) -> bool:
         expected = self._clients.get(client_id, _NO_CLIENT_DIGEST)
@@ -113,10 +138,11 @@ class TokenAuthority:
         }
         claims.update({k: v for k, v in optional.items() if v is not None})
         # joserfc only signs with HS384/HS512 when they are named explicitly.
-        return jwt.encode(
-            {"alg": self.config.algorithm, "typ": "JWT"},
+        jose = self._jose
+        return jose.jwt.encode(
+            {"alg": self.config.algorithm, "typ": "JWT", "kid": self._signing_id},
             claims,
-            self._key,
+            jose.keys[self._signing_id],
             algorithms=[self.config.algorithm],
         )
 
@@ -131,10 +157,11 @@ class TokenAuthority:
                 return self._configured(checked.caller)
         if checked is None:
             checked = self._verify_signature(token)
+        jose = self._jose
         try:
             # Time-dependent claims (exp, nbf, iat) are checked on every use, cached or not.
-            self._claims.validate(checked.claims)
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            jose.claims.validate(checked.claims)
+        except (jose.error, ValueError, TypeError, KeyError) as exc:
             self._verified.put(token, checked)  # the signature stays checked; the times did not
             raise Unauthorized() from exc
         claims = checked.claims
@@ -158,15 +185,16 @@ class TokenAuthority:
         return caller
 
     def _verify_signature(self, token: str) -> _Checked:
+        jose = self._jose
         try:
             # The allow-list is the configured algorithm only: "none" and key-confusion
             # attacks are refused by the library before the signature is even looked at.
-            decoded = jwt.decode(token, self._key, algorithms=[self.config.algorithm])
+            decoded = jose.jwt.decode(token, self._key_named, algorithms=[self.config.algorithm])
             if not isinstance(decoded.claims, dict):
                 # A signed payload of [], null or "x" is not a claims set; joserfc's
                 # validator would fail on it with an AttributeError (a 500, not a 403).
                 raise Unauthorized()
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
+        except (jose.error, ValueError, TypeError, KeyError) as exc:
             raise Unauthorized() from exc
         claims: dict[str, Any] = decoded.claims
         if decoded.header.get("alg") != self.config.algorithm:
@@ -181,6 +209,15 @@ class TokenAuthority:
             subject=_claim_str(claims, "sub") or "",
         )
         return _Checked(claims, caller)
+
+    def _key_named(self, token: Any) -> Any:
+        """The key the token's ``kid`` names (``token`` is joserfc's GuestProtocol); a token
+        without one (made before keys had ids) is checked with the signing key."""
+        key_id = token.headers().get("kid", self._signing_id)
+        key = self._jose.keys.get(key_id) if isinstance(key_id, str) else None
+        if key is None:
+            raise Unauthorized()
+        return key
 
 
 def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:

@@ -7,18 +7,11 @@ URL's scheme. Nothing outside those modules asks which database it is talking to
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from databases import Database
-
-from proxy.catalog.errors import CatalogError
 from proxy.catalog.settings import CatalogConfig, PoolConfig
-
-logger = logging.getLogger("docproxy")
 
 # ``:document_id`` wherever SQLAlchemy's ``text()`` (under ``databases``) binds it.
 DOCUMENT_ID = re.compile(r"(?<![:\w\\]):document_id(?![:\w])")
@@ -82,54 +75,6 @@ class Dialect:
         connection after the mapping is checked. ``lookup(id_type)`` writes the SQL, the id
         cast to ``id_type`` unless that is None."""
         return lookup(None), []
-
-
-class PooledDatabase:
-    """A server's pool through ``databases``: each look-up within the query timeout, and a
-    connection whose reply was cut off dropped (``drop``), since it cannot be used again."""
-
-    def __init__(
-        self,
-        dialect: Dialect,
-        config: CatalogConfig,
-        options: Mapping[str, Any],
-        drop: Callable[[Any], None],
-    ) -> None:
-        # The URL as ``databases`` spells it: the dialect's own name, no driver suffix.
-        url = f"{dialect.name}://{config.url.split('://', 1)[1]}"
-        self.database = Database(url, **options)
-        self.query_timeout = config.pool.query_timeout
-        self._drop = drop
-
-    async def connect(self) -> None:
-        await self.database.connect()
-
-    async def disconnect(self) -> None:
-        await self.database.disconnect()
-
-    async def fetch_one(
-        self, query: str, values: Mapping[str, Any] | None = None
-    ) -> Mapping[str, Any] | None:
-        return await self.database.fetch_one(query, values)
-
-    async def lookup(self, query: str, values: Mapping[str, Any], convert: Convert) -> Any:
-        timeout = self.query_timeout
-        try:
-            async with asyncio.timeout(timeout), self.database.connection() as connection:
-                try:
-                    row = await connection.fetch_one(query, values)
-                except asyncio.CancelledError:
-                    self._drop_quietly(connection.raw_connection)
-                    raise
-        except TimeoutError as exc:
-            raise CatalogError(f"the lookup took longer than {timeout:g}s") from exc
-        return convert(row, values)
-
-    def _drop_quietly(self, raw: Any) -> None:
-        try:
-            self._drop(raw)
-        except Exception as exc:  # already broken: nothing more to release
-            logger.debug("catalog: dropping a timed-out connection failed: %s", exc)
 
 
 def pool_options(pool: PoolConfig) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from proxy.catalog.dialect import Connection, Dialect, PooledDatabase, pool_options
+from proxy.catalog.dialect import Connection, Dialect, pool_options
+from proxy.catalog.pooled import PooledDatabase
 from proxy.catalog.settings import CatalogConfig
 
 # pymysql's codes for a connection that went away: 2003 cannot connect, 2006 server has gone

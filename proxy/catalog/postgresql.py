@@ -14,8 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from proxy.catalog.dialect import DOCUMENT_ID, Connection, Dialect, PooledDatabase, pool_options
+from proxy.catalog.dialect import DOCUMENT_ID, Connection, Dialect, pool_options
 from proxy.catalog.errors import describe
+from proxy.catalog.pooled import PooledDatabase
 from proxy.catalog.settings import CatalogConfig
 
 # Types the bound text id is compared as without a cast (regtype names).

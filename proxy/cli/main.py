@@ -19,7 +19,7 @@ from proxy.cli.documents import (
     documents_show,
 )
 from proxy.cli.serve import CannotListen, serve
-from proxy.client import fetch
+from proxy.client import command as fetch_command
 from proxy.config.loading import CONFIG_ENV
 from proxy.config.settings import ConfigError
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(handler=documents_remove)
 
     revoke.add_parser(commands, common)
-    fetch.add_parser(commands)
+    fetch_command.add_parser(commands)
     return parser
 
 

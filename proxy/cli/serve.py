@@ -14,6 +14,8 @@ from proxy.cli.check_config import check_catalog
 from proxy.config.loading import CONFIG_ENV, config_path, load_settings
 from proxy.config.published import is_loopback, published_keys, published_warning
 from proxy.config.settings import ConfigError
+from proxy.metrics.exposition import start_listener
+from proxy.metrics.workers import prepare_folder, remove_folder
 from proxy.runtime.logging import uvicorn_log_config
 from proxy.runtime.malloc import tune_malloc
 from proxy.runtime.redaction import install_redaction
@@ -92,7 +94,21 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("uvicorn.error").warning(published_warning(published))
     if catalog_down and log_format == "json":  # uvicorn's logging is set up by now
         logging.getLogger("uvicorn.error").warning(catalog_down)
+    metrics = settings.metrics
+    # Several workers keep their metrics in files; this process names and empties the folder.
+    metrics_folder = prepare_folder(config.workers) if metrics.enabled else None
     sock = listen_socket(host, port)
+    if metrics.enabled and metrics.port is not None:
+        metrics_host = metrics.host or host
+        try:
+            start_listener(metrics_host, metrics.port)
+        except OSError as exc:
+            sock.close()
+            remove_folder(metrics_folder)
+            reason = exc.strerror or str(exc)
+            raise CannotListen(
+                f"cannot listen on {metrics_host}:{metrics.port} (metrics.port): {reason}"
+            ) from exc
     # uvicorn says where it listens only when it binds the socket itself.
     logging.getLogger("uvicorn.error").info(
         "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
@@ -109,4 +125,5 @@ def serve(args: argparse.Namespace) -> int:
         pass
     finally:
         sock.close()
+        remove_folder(metrics_folder)
     return 0 if server.started else STARTUP_FAILURE

@@ -1,19 +1,11 @@
-"""docproxy fetch: download one document with a progress bar, resuming a partial file;
-with --zip, one ZIP archive of several documents.
+"""The download behind ``docproxy fetch``: a token, the request, resuming, the progress bar.
 
-A partial file is resumed with a Range request from its size on. While a download is
-incomplete, the object's validator (ETag, else Last-Modified) is kept next to it in
-FILE.docproxy-resume and sent as If-Range, so a document that changed meanwhile is downloaded
-again from the start instead of being spliced onto old bytes. Without that file the 206's
-Content-Range start is still checked against the partial file's size. The finished file's
-length is always verified.
+The command's help (``proxy.client.command``) says what it does for the user.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -24,15 +16,15 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from proxy.client.options import (
+    CLIENT_ID_ENV,
+    CLIENT_SECRET_ENV,
+    TOKEN_ENV,
+    FetchOptions,
+)
 from proxy.client.progress import Progress, human_bytes
 from proxy.common.filenames import clean_filename
-from proxy.common.sizes import parse_size
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-URL_ENV = "DOCPROXY_URL"
-TOKEN_ENV = "DOCPROXY_TOKEN"
-CLIENT_ID_ENV = "DOCPROXY_CLIENT_ID"
-CLIENT_SECRET_ENV = "DOCPROXY_CLIENT_SECRET"
 RESUME_SUFFIX = ".docproxy-resume"
 CHUNK_SIZE = 1024 * 1024
 
@@ -44,29 +36,6 @@ _FILENAME = re.compile(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', re.I
 
 class FetchError(Exception):
     """A download that cannot go on; the message is what the user sees."""
-
-
-@dataclass(frozen=True, slots=True)
-class FetchOptions:
-    document_id: str
-    output: Path | None = None
-    url: str = DEFAULT_URL
-    token: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-    presigned: bool = False
-    quiet: bool = False
-    limit_rate: int | None = None  # bytes per second
-    # With ids here, one archive of them all (POST /download/zip) instead of one document.
-    archive_ids: tuple[str, ...] = ()
-
-
-def parse_rate(value: str) -> int:
-    """``4M``, ``512KiB``, ``1048576``: bytes per second (argparse type)."""
-    rate = parse_size(value)
-    if rate is None or rate <= 0:
-        raise ValueError(f"not a byte rate: {value!r}")
-    return rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,59 +332,3 @@ def fetch(options: FetchOptions, stderr: TextIO | None = None) -> int:
         stderr.write(f"docproxy fetch: {exc}\n")
         return 1
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``fetch`` subcommand of ``docproxy``."""
-    parser = commands.add_parser(
-        "fetch",
-        help="download a document (progress bar, resumes a partial file)",
-        description=__doc__,  # plain text: it is the command's --help
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("document_ids", metavar="DOCUMENT_ID", nargs="+")
-    parser.add_argument(
-        "--zip", action="store_true", help="one ZIP archive of all the DOCUMENT_IDs given"
-    )
-    parser.add_argument(
-        "-o", "--output", type=Path, help="file to write (default: the served file name)"
-    )
-    parser.add_argument(
-        "--url", help=f"docproxy's base URL (default: ${URL_ENV}, else {DEFAULT_URL})"
-    )
-    credentials = parser.add_mutually_exclusive_group()
-    credentials.add_argument("--token", help=f"access token (default: ${TOKEN_ENV})")
-    credentials.add_argument("--client-id", help=f"get a token first (default: ${CLIENT_ID_ENV})")
-    parser.add_argument("--client-secret", help=f"with --client-id (default: ${CLIENT_SECRET_ENV})")
-    parser.add_argument(
-        "--presigned", action="store_true", help="ask POST /download for a URL and fetch that"
-    )
-    parser.add_argument(
-        "--limit-rate", type=parse_rate, metavar="RATE", help="at most RATE bytes/s, e.g. 4M"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    parser.set_defaults(handler=run_command)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Options from the command line, with the environment filling what it left out."""
-    if len(args.document_ids) > 1 and not args.zip:
-        sys.stderr.write("docproxy fetch: several documents need --zip (one archive of them)\n")
-        return 2
-    token = args.token
-    client_id = args.client_id or (None if token else os.environ.get(CLIENT_ID_ENV))
-    if not token and not client_id:
-        token = os.environ.get(TOKEN_ENV)
-    options = FetchOptions(
-        document_id=args.document_ids[0],
-        archive_ids=tuple(args.document_ids) if args.zip else (),
-        output=args.output,
-        url=args.url or os.environ.get(URL_ENV) or DEFAULT_URL,
-        token=token or None,
-        client_id=client_id or None,
-        client_secret=args.client_secret or os.environ.get(CLIENT_SECRET_ENV) or None,
-        presigned=args.presigned,
-        quiet=args.quiet,
-        limit_rate=args.limit_rate,
-    )
-    return fetch(options)

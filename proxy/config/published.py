@@ -46,7 +46,8 @@ def _secrets(value: Any, path: str) -> Iterator[tuple[str, str]]:
         item = getattr(value, f.name)
         where = f"{path}.{f.name}" if path else f.name
         if isinstance(item, str) and _is_secret_field(f.name):
-            yield where, hashlib.sha256(item.encode()).hexdigest()
+            # A signing key knows the path the file gave it (single or list form).
+            yield getattr(value, "key_path", "") or where, hashlib.sha256(item.encode()).hexdigest()
         elif isinstance(item, bytes) and f.name in _DIGEST_FIELDS:
             yield f"{path}.{_DIGEST_FIELDS[f.name]}", item.hex()
         else:

@@ -53,13 +53,37 @@ class ClientConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One HMAC key and the id that tokens (``kid``) and links (``kid=``) name it by."""
+
+    id: str
+    key: str = field(repr=False)
+    # Where the file wrote it (``auth.signing_key`` or ``auth.signing_keys[0].key``), for
+    # messages about the key.
+    key_path: str = field(default="", compare=False)
+
+
+# The id of the key given in the single-key form (``signing_key: ...``).
+DEFAULT_KEY_ID = "default"
+
+
+def single_key(key: str, key_path: str = "") -> tuple[SigningKey, ...]:
+    """The key ring of the single-key form."""
+    return (SigningKey(DEFAULT_KEY_ID, key, key_path),)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
-    signing_key: str
+    # The first key signs, every key verifies: a rotation adds the new key second, then moves
+    # it first, then drops the old one once nothing it signed is still live.
+    signing_keys: tuple[SigningKey, ...]
     algorithm: str = "HS256"
     issuer: str = "docproxy"
     audience: str = "docproxy"
     token_ttl: int = 3600
     leeway: int = 0
+    # Requests must carry X-Device-Fingerprint equal to the token's fingerprint claim.
+    bind_fingerprint: bool = False
     clients: tuple[ClientConfig, ...] = ()
     # Failed logins per client id and per remote address within the window, after which the
     # token endpoint answers 429 (0: no limit).
@@ -69,7 +93,7 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class PresignConfig:
-    signing_key: str
+    signing_keys: tuple[SigningKey, ...]  # as auth.signing_keys
     ttl: int = 3600
     # A presigned URL or link is handed out again while it has at least ttl - reuse_margin
     # seconds of validity left (0: sign every time). Left out: 60 s, but never more than a
@@ -103,8 +127,14 @@ class AccelRedirectConfig:
     prefix: str = "/protected/"  # an ``internal`` nginx location aliased to the local root
 
 
+# Served inline on request: types browsers show without running anything (no HTML, no SVG).
+INLINE_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
 @dataclass(frozen=True, slots=True)
 class DownloadConfig:
+    inline_types: tuple[str, ...] = INLINE_TYPES  # what disposition=inline may show inline
     cache_control: str = "no-cache"
     sniff_bytes: int = 2048
     # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
@@ -120,6 +150,14 @@ class StateConfig:
     redis_url: str | None = None
     key_prefix: str = "docproxy:"  # every Redis key and channel starts with it
     path: str | None = None  # the SQLite file; left out: beside the SQLite catalog or config
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+    # A listener of its own for /metrics (then not served on the API's port); None: the API's.
+    port: int | None = None
+    host: str | None = None  # the separate listener's address; None: server.host
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +204,7 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     source: str = "<memory>"
@@ -191,6 +230,7 @@ def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
         state=_state(root.section("state")),
         limits=_limits(root.section("limits")),
         health=_health(root.section("health")),
+        metrics=_metrics(root.section("metrics")),
         zip=_zip(root.section("zip")),
         cors=_cors(root.section("cors")),
         source=source,
@@ -230,6 +270,23 @@ def _health(s: Section) -> HealthConfig:
             interval=s.number("interval", minimum=0),
         )
     )
+    s.finish()
+    return config
+
+
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _metrics(s: Section) -> MetricsConfig:
+    config = MetricsConfig(
+        **given(
+            enabled=s.boolean("enabled"),
+            port=s.integer("port", minimum=1),
+            host=s.string("host") or None,
+        )
+    )
+    if config.host is not None and config.port is None:
+        s.error("host", "needs metrics.port (the separate listener it is the address of)")
     s.finish()
     return config
 
@@ -289,6 +346,32 @@ def _signing_key(s: Section, key: str) -> str:
     return value
 
 
+def _signing_keys(s: Section) -> tuple[SigningKey, ...]:
+    """``signing_key: K`` (key id "default") or ``signing_keys: [{id, key}, ...]``."""
+    if not s.has("signing_keys"):
+        return single_key(_signing_key(s, "signing_key"), s.key_path("signing_key"))
+    if s.raw("signing_key") is not None:
+        s.error("signing_key", "give signing_key or signing_keys, not both")
+    entries = s.sequence("signing_keys")
+    if not entries and s.raw("signing_keys") == []:
+        s.error("signing_keys", "must list at least one key")
+    keys: list[SigningKey] = []
+    for index, raw in enumerate(entries):
+        entry = Section(raw, s.key_path(f"signing_keys[{index}]"), s.errors)
+        key_id = entry.string("id", required=True)
+        if key_id and not _KEY_ID.fullmatch(key_id):
+            entry.error("id", f"must be 1 to 64 of A-Z a-z 0-9 . _ - (got {key_id!r})")
+            key_id = None
+        key = _signing_key(entry, "key")
+        entry.finish()
+        if key_id and key:
+            keys.append(SigningKey(key_id, key, entry.key_path("key")))
+    ids = [k.id for k in keys]
+    for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+        s.error("signing_keys", f"id {duplicate!r} is declared twice")
+    return tuple(keys)
+
+
 def _client(raw: object, path: str, errors: list[str]) -> ClientConfig | None:
     s = Section(raw, path, errors)
     client_id = s.string("client_id", required=True)
@@ -326,12 +409,13 @@ def _auth(s: Section) -> AuthConfig:
         s.error("clients", f"client_id {duplicate!r} is declared twice")
     config = AuthConfig(
         **given(
-            signing_key=_signing_key(s, "signing_key"),
+            signing_keys=_signing_keys(s),
             algorithm=s.string("algorithm", choices=ALGORITHMS),
             issuer=s.string("issuer") or None,
             audience=s.string("audience") or None,
             token_ttl=s.integer("token_ttl", minimum=1),
             leeway=s.integer("leeway", minimum=0),
+            bind_fingerprint=s.boolean("bind_fingerprint"),
             clients=tuple(clients),
             max_failed_logins=s.integer("max_failed_logins", minimum=0),
             failed_login_window=s.integer("failed_login_window", minimum=1),
@@ -345,7 +429,7 @@ def _presign(s: Section) -> PresignConfig:
     config = PresignConfig(
         **given(
             ttl=s.integer("ttl", minimum=1),
-            signing_key=_signing_key(s, "signing_key"),
+            signing_keys=_signing_keys(s),
             reuse_margin=s.integer("reuse_margin", minimum=0),
         )
     )
@@ -384,6 +468,7 @@ def _download(s: Section) -> DownloadConfig:
         **given(
             cache_control=s.string("cache_control") or None,
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
+            inline_types=_inline_types(s),
             send_timeout=s.duration("send_timeout"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
         )
@@ -428,6 +513,19 @@ def _zip(s: Section) -> ZipConfig:
     )
     s.finish()
     return config
+
+
+def _inline_types(s: Section) -> tuple[str, ...] | None:
+    if not s.has("inline_types"):
+        s.raw("inline_types")
+        return None
+    types: list[str] = []
+    for index, value in enumerate(s.sequence("inline_types")):
+        if isinstance(value, str) and _MIME_TYPE.fullmatch(value):
+            types.append(value)
+        else:
+            s.error(f"inline_types[{index}]", f"must be a lower-case MIME type, not {value!r}")
+    return tuple(types)
 
 
 _URI_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")

@@ -10,6 +10,8 @@ from urllib.parse import quote
 from proxy.common.filenames import clean_filename
 from proxy.documents.content_type import OCTET_STREAM, extension_for, type_from_name
 
+ATTACHMENT, INLINE = "attachment", "inline"
+DISPOSITIONS = (ATTACHMENT, INLINE)
 # RFC 8187 attr-char: what may stand unescaped in filename*.
 _ATTR_CHARS = "!#$&+-.^_`|~"
 _UNSAFE_IN_QUOTED = re.compile(r'[^\x20-\x7e]|["\\]')

@@ -29,9 +29,10 @@ from proxy.catalog.lookup import Catalog
 from proxy.common.caches import BoundedCache
 from proxy.config.settings import DownloadConfig
 from proxy.documents.content_type import choose_type, declared_types, needs_sniff, sniff
-from proxy.documents.disposition import attachment
+from proxy.documents.disposition import ATTACHMENT, INLINE, attachment, content_disposition
 from proxy.documents.errors import CatalogFailed, DocumentNotFound, NoFilePath, StoreFailed
 from proxy.documents.stats import DownloadStats
+from proxy.metrics import instruments
 
 logger = logging.getLogger("docproxy")
 
@@ -75,14 +76,16 @@ class DocumentService:
         self.stats = stats
         self.presigned = PresignedUrlCache(presign_reuse_margin)
 
-    async def resolve_document(self, document_id: str, caller: Caller | None) -> ResolvedDocument:
+    async def resolve_document(
+        self, document_id: str, caller: Caller | None, disposition: str = ATTACHMENT
+    ) -> ResolvedDocument:
         """Look the document up and check everything short of sending bytes.
 
         ``caller`` is None for the proxy's own signed links: the caller was checked when the
-        link was made.
+        link was made. ``disposition`` is what the client asked for (see ``inspect``).
         """
         located = await self.locate_document(document_id, caller)
-        return await self.inspect(located)
+        return await self.inspect(located, disposition)
 
     async def locate_document(self, document_id: str, caller: Caller | None) -> LocatedDocument:
         """Catalog, tenant rule and storage routing: everything that needs no store round trip."""
@@ -108,10 +111,15 @@ class DocumentService:
             raise DocumentNotFound() from exc
         return LocatedDocument(document=document, backend=backend, key=key)
 
-    async def inspect(self, located: LocatedDocument) -> ResolvedDocument:
-        """Stat the object and settle the type, name and disposition it is served with."""
+    async def inspect(
+        self, located: LocatedDocument, disposition: str = ATTACHMENT
+    ) -> ResolvedDocument:
+        """Stat the object and settle the type, name and disposition it is served with: inline
+        when asked for and the type is one of ``download.inline_types``, else attachment."""
         document, backend, key = located.document, located.backend, located.key
         document_id = document.id
+        metered = instruments.active()
+        started = time.perf_counter() if metered is not None else 0.0
         try:
             info = await backend.stat(key)
         except InvalidKey as exc:
@@ -123,10 +131,16 @@ class DocumentService:
         except StorageError as exc:
             logger.error("document %r: storage failed on stat: %s", document_id, exc)
             raise StoreFailed(str(exc)) from exc
+        finally:
+            if metered is not None:
+                elapsed = time.perf_counter() - started
+                metered.child(metered.store_seconds, backend.name, "stat").observe(elapsed)
         content_type = await self._content_type(document, backend, key, info)
-        filename, disposition = attachment(
+        filename, header = attachment(
             document.name or posixpath.basename(document.file_path or ""), content_type
         )
+        if disposition == INLINE and content_type in self.download.inline_types:
+            header = content_disposition(filename, INLINE)
         return ResolvedDocument(
             document=document,
             backend=backend,
@@ -134,7 +148,7 @@ class DocumentService:
             info=info,
             filename=filename,
             content_type=content_type,
-            content_disposition=disposition,
+            content_disposition=header,
         )
 
     def _tenant_may_read(self, caller: Caller, document: Document) -> bool:
@@ -143,11 +157,18 @@ class DocumentService:
         return caller.group_name == document.group
 
     async def _lookup(self, document_id: str) -> Document | None:
+        metered = instruments.active()
+        started = time.perf_counter() if metered is not None else 0.0
         try:
             return await self.catalog.get(document_id)
         except CatalogError as exc:
             logger.error("catalog lookup of %r failed: %s", document_id, exc)
+            if metered is not None:
+                metered.catalog_failures.inc()
             raise CatalogFailed(str(exc)) from exc
+        finally:
+            if metered is not None:
+                metered.catalog_seconds.observe(time.perf_counter() - started)
 
     async def _content_type(
         self,
@@ -163,7 +184,7 @@ class DocumentService:
             self.stats.sniff_reads += 1
             try:
                 async for chunk in backend.stream_range(
-                    key, 0, min(info.size, self.download.sniff_bytes)
+                    key, 0, min(info.size, self.download.sniff_bytes), info.version
                 ):
                     head += chunk
             except StorageError as exc:
@@ -183,6 +204,7 @@ class DocumentService:
         *,
         expires_in: int | None = None,
         max_uses: int | None = None,
+        disposition: str = ATTACHMENT,
     ) -> tuple[str, str]:
         """The store's own presigned URL, or the proxy's signed link when the store cannot sign,
         and the name of the backend holding the document. With ``expires_in`` or ``max_uses``,
@@ -195,12 +217,20 @@ class DocumentService:
         """
         located = await self.locate_document(document_id, caller)
         if expires_in is not None or max_uses is not None:
-            return self.own_link(await self.inspect(located), proxy_base_url, expires_in, max_uses)
-        cache_key = (located.backend.name, located.key, located.document, proxy_base_url)
+            resolved = await self.inspect(located, disposition)
+            return self.own_link(resolved, proxy_base_url, expires_in, max_uses)
+        cache_key = (
+            located.backend.name,
+            located.key,
+            located.document,
+            proxy_base_url,
+            disposition,
+        )
         url = self.presigned.get(cache_key)
         if url is not None:
+            _count_presigned(located.backend.name)
             return url, located.backend.name
-        resolved = await self.inspect(located)
+        resolved = await self.inspect(located, disposition)
         request = PresignRequest(
             key=resolved.key,
             expires_in=self.links.ttl,
@@ -208,14 +238,23 @@ class DocumentService:
             content_disposition=resolved.content_disposition,
             content_type=resolved.content_type,
         )
+        metered = instruments.active()
+        started = time.perf_counter() if metered is not None else 0.0
         try:
             url = await resolved.backend.presign(request)
         except StorageError as exc:
             logger.error("presign of %r failed: %s", document_id, exc)
             raise StoreFailed(str(exc)) from exc
+        finally:
+            if metered is not None:
+                elapsed = time.perf_counter() - started
+                metered.child(metered.store_seconds, located.backend.name, "presign").observe(
+                    elapsed
+                )
         if url is None:
-            url = self.links.sign(proxy_base_url, document_id)
+            url = self.links.document_link(proxy_base_url, document_id, _link_params(resolved))
         self.presigned.put(cache_key, url)
+        _count_presigned(located.backend.name)
         return url, located.backend.name
 
     def own_link(
@@ -227,8 +266,12 @@ class DocumentService:
     ) -> tuple[str, str]:
         """docproxy's own link, whatever the store, with its own expiry and number of uses;
         never reused: each makes a link with a count of its own."""
-        url = self.links.sign(
-            proxy_base_url, resolved.document.id, expires_in=expires_in, max_uses=max_uses
+        url = self.links.document_link(
+            proxy_base_url,
+            resolved.document.id,
+            _link_params(resolved),
+            expires_in=expires_in,
+            max_uses=max_uses,
         )
         return url, resolved.backend.name
 
@@ -236,6 +279,18 @@ class DocumentService:
         """Bytes ``[start, end)`` of the object: a ranged read, begun (and counted) only when
         the first chunk is asked for, so a response that never iterates never touches the store."""
         return CountedRead(self.stats, resolved, start, end)
+
+
+def _count_presigned(backend: str) -> None:
+    if (metered := instruments.active()) is not None:
+        metered.child(metered.presigned, backend).inc()
+
+
+def _link_params(resolved: ResolvedDocument) -> dict[str, str]:
+    """An inline document's link says so (signed with the rest); attachment is the default."""
+    if resolved.content_disposition.startswith(INLINE):
+        return {"disposition": INLINE}
+    return {}
 
 
 class CountedRead:
@@ -267,12 +322,33 @@ class CountedRead:
             resolved = self._resolved
             if (self._start, self._end) != (0, resolved.info.size):
                 self._reads.ranged_reads += 1
-            chunks = resolved.backend.stream_range(resolved.key, self._start, self._end)
+            # Pinned to the version stat saw: a rewrite midway aborts, never splices.
+            chunks = resolved.backend.stream_range(
+                resolved.key, self._start, self._end, resolved.info.version
+            )
             self._chunks = chunks
+            if (metered := instruments.active()) is not None:
+                return await self._first_timed(chunks, metered)
         try:
             chunk = await anext(chunks)
         except StorageError as exc:
             raise StoreFailed(str(exc)) from exc
+        self._reads.bytes_read += len(chunk)
+        return chunk
+
+    async def _first_timed(
+        self, chunks: AsyncIterator[bytes], metered: instruments.Instruments
+    ) -> bytes:
+        """The first chunk, its wait counted as the store's ``read`` latency."""
+        started = time.perf_counter()
+        try:
+            chunk = await anext(chunks)
+        except StorageError as exc:
+            raise StoreFailed(str(exc)) from exc
+        finally:
+            elapsed = time.perf_counter() - started
+            backend = self._resolved.backend.name
+            metered.child(metered.store_seconds, backend, "read").observe(elapsed)
         self._reads.bytes_read += len(chunk)
         return chunk
 

@@ -9,16 +9,30 @@ in text, the fields follow the event as ``key=value``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from proxy.auth.tokens import Caller
+from proxy.runtime.logging import JsonFormatter, json_line
+from proxy.runtime.redaction import RedactingFilter
 
 audit_logger = logging.getLogger("docproxy.audit")
+_as_json = False
+_handler: logging.StreamHandler | None = None  # type: ignore[type-arg]
 
 
-def enable(on: bool) -> None:
-    """Events are written only when ``server.audit_log`` is on (a level check when off)."""
+def enable(
+    on: bool,
+    log_format: str = "text",
+    handler: logging.StreamHandler | None = None,  # type: ignore[type-arg]
+) -> None:
+    """Events are written only when ``server.audit_log`` is on (a level check when off).
+    ``handler``: docproxy's own stderr handler, which JSON events are written to directly."""
+    global _as_json, _handler
     audit_logger.setLevel(logging.INFO if on else logging.WARNING)
+    _as_json = log_format == "json"
+    if handler is not None:
+        _handler = handler
 
 
 def enabled() -> bool:
@@ -38,5 +52,43 @@ def caller_fields(caller: Caller | None) -> dict[str, Any]:
 
 def record(event: str, text: str, fields: dict[str, Any]) -> None:
     """Write one event; ``text`` starts the text line (the JSON one carries ``event``)."""
+    extra = {"event": event, "fields": fields}
+    if _as_json and _write_directly(event, fields):
+        return
+    if _as_json:
+        # The formatter writes the fields, not the message: the message is left short, so
+        # the credential filter has nothing to search (the fields hold ids, never secrets).
+        audit_logger.info(event, extra=extra)
+        return
     pairs = " ".join(f"{key}={value!r}" for key, value in fields.items())
-    audit_logger.info("%s %s", text, pairs, extra={"event": event, "fields": fields})
+    audit_logger.info("%s %s", text, pairs, extra=extra)
+
+
+def _write_directly(event: str, fields: dict[str, Any]) -> bool:
+    """The JSON line written straight to docproxy's own handler, as its formatter would, when
+    that handler is the only one the event would reach: a record, the logger's look-ups and
+    the handler's chain cost a sizeable part of a small download. The credential filter on
+    that handler reads a record's message, which an audit event leaves as its bare name."""
+    handler = _handler
+    parent = audit_logger.parent
+    if (
+        handler is None
+        or audit_logger.handlers
+        or audit_logger.filters
+        or not audit_logger.propagate
+        or parent is None
+        or parent.handlers != [handler]
+        or parent.filters
+        or not isinstance(handler.formatter, JsonFormatter)
+        or any(not isinstance(f, RedactingFilter) for f in handler.filters)
+    ):
+        return False
+    line = json_line(time.time(), "INFO", audit_logger.name, event, fields) + "\n"
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            handler.stream.write(line)
+            handler.flush()
+        except Exception:  # as StreamHandler.emit: a broken stderr must not fail downloads
+            record = logging.LogRecord(audit_logger.name, logging.INFO, "", 0, event, (), None)
+            handler.handleError(record)
+    return True

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from proxy.common.filenames import clean_filename
+from proxy.documents.disposition import ATTACHMENT, DISPOSITIONS
 from proxy.http.errors import BearerRefused, DocumentIdRequired, InvalidRequest
 
 MAX_BODY_BYTES = 64 * 1024
@@ -75,6 +76,15 @@ def _unicode(value: str, name: str) -> str:
 # The challenges of a 403 on the Bearer endpoints (RFC 6750, section 3).
 NO_TOKEN = {"www-authenticate": "Bearer"}
 INVALID_TOKEN = {"www-authenticate": 'Bearer error="invalid_token"'}
+
+
+def disposition_from(value: object) -> str:
+    """``disposition`` of a download or presign request: attachment unless it says inline."""
+    if value is None:
+        return ATTACHMENT
+    if value not in DISPOSITIONS:
+        raise InvalidRequest(f"disposition must be one of {', '.join(DISPOSITIONS)}")
+    return str(value)
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -3,6 +3,7 @@ answers them from the one table in ``proxy.http.errors``."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,12 +15,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from proxy.auth.archive_links import ArchiveLinkSigner
+from proxy.auth.binding import FINGERPRINT_HEADER, fingerprint_matches
 from proxy.auth.errors import Unauthorized
 from proxy.auth.links import LimitedLink, LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
 from proxy.documents.archive import ArchiveService
-from proxy.documents.disposition import content_disposition
+from proxy.documents.disposition import ATTACHMENT, content_disposition
 from proxy.documents.service import DocumentService, ResolvedDocument
 from proxy.documents.stats import DownloadStats
 from proxy.http import audit
@@ -39,8 +41,10 @@ from proxy.http.errors import (
 from proxy.http.openapi import openapi_json
 from proxy.http.requests import (
     INVALID_TOKEN,
+    NO_TOKEN,
     archive_filename,
     bearer_token,
+    disposition_from,
     document_id_from,
     document_ids_from,
     json_object,
@@ -50,6 +54,8 @@ from proxy.http.requests import (
 )
 from proxy.http.streaming import DownloadResponse
 from proxy.limits.logins import FailedLogins
+from proxy.metrics import instruments
+from proxy.state.errors import StateFailed
 from proxy.state.limits import CallerBudget
 from proxy.state.store import StateStore
 from proxy.state.watch import WatchedRevocations
@@ -58,6 +64,8 @@ from proxy.state.watch import WatchedRevocations
 ARCHIVE_BODY_BYTES = 1024 * 1024
 # The body length given to a stream whose length is not known (deflated archives): never reached.
 UNKNOWN_LENGTH = 1 << 62
+
+logger = logging.getLogger("docproxy")
 
 # The most uses a limited link may allow (its count is a ten-digit decimal in the link).
 MAX_DOWNLOADS = 1_000_000_000
@@ -135,20 +143,34 @@ class Endpoints:
         ]
 
     def caller(self, request: Request) -> Caller:
-        token = bearer_token(request.headers.get("authorization"))
         try:
+            token = bearer_token(request.headers.get("authorization"))
             caller = self.tokens.verify(token)
-        except Unauthorized as exc:
+        except (Unauthorized, BearerRefused) as exc:
+            presented = not isinstance(exc, BearerRefused) or exc.headers != NO_TOKEN
+            if (metered := instruments.active()) is not None:
+                reason = "invalid_token" if presented else "no_token"
+                metered.child(metered.tokens, "refused", reason).inc()
+            if isinstance(exc, BearerRefused):
+                raise
             raise BearerRefused(headers=INVALID_TOKEN) from exc
         if self.revocations.current.refuses_token(
             caller.client_id, caller.token_id, caller.issued_at
         ):
             raise BearerRefused(headers=INVALID_TOKEN)
+        if self.tokens.config.bind_fingerprint and not fingerprint_matches(
+            caller.fingerprint, request.headers.get(FINGERPRINT_HEADER)
+        ):
+            raise BearerRefused(headers=INVALID_TOKEN)  # a token used off its device
         return caller
 
     async def spend(self, budget: CallerBudget, caller: Caller) -> None:
         """429 with Retry-After when the caller has spent its budget for this minute."""
-        retry_after = await budget.spend(caller.client_id, caller.subject)
+        try:
+            retry_after = await budget.spend(caller.client_id, caller.subject)
+        except StateFailed as exc:
+            logger.error("shared state failed counting %s: %s", budget.name, exc)
+            raise
         if retry_after is not None:
             raise TooManyRequests(headers={"retry-after": str(retry_after)})
 
@@ -180,16 +202,25 @@ class Endpoints:
         address = remote(request)
         wait = await self.failed_logins.retry_after(token_request.client_id, address)
         if wait is not None:
+            if (metered := instruments.active()) is not None:
+                metered.child(metered.tokens, "refused", "too_many_failed_logins").inc()
+            if audit.enabled():
+                fields = {"client": token_request.client_id, "remote": address}
+                audit.record("token.refused", "token refused", {**fields, "outcome": "refused 429"})
             raise TooManyFailedLogins(headers={"retry-after": str(wait)})
         token_id = uuid.uuid4().hex
         try:
             token = self.tokens.issue(token_request, token_id=token_id)
         except Unauthorized:
             await self.failed_logins.failed(token_request.client_id, address)
+            if (metered := instruments.active()) is not None:
+                metered.child(metered.tokens, "refused", "client_credentials").inc()
             if audit.enabled():
                 fields = {"client": token_request.client_id, "remote": address}
                 audit.record("token.refused", "token refused", {**fields, "outcome": "refused"})
             raise
+        if (metered := instruments.active()) is not None:
+            metered.child(metered.tokens, "issued", "client_credentials").inc()
         if audit.enabled():
             user = token_request.email or token_request.client_id
             fields = {
@@ -221,7 +252,11 @@ class Endpoints:
         expires_in = optional_integer(body, "expires_in", 1, self.links.ttl)
         max_uses = optional_integer(body, "max_downloads", 1, MAX_DOWNLOADS)
         base_url = self.public_url or self.base_url(request)
-        limits = {"expires_in": expires_in, "max_uses": max_uses}
+        limits = {
+            "expires_in": expires_in,
+            "max_uses": max_uses,
+            "disposition": disposition_from(body.get("disposition")),
+        }
         if not audit.enabled():
             url, _ = await self.documents.presign(document_id, caller, base_url, **limits)
             return ok({"download_url": url})
@@ -254,10 +289,7 @@ class Endpoints:
         ignored (Accept-Ranges: none): the archive is made anew on every GET."""
         assert self.archives is not None and self.archive_links is not None
         filename = request.path_params["filename"]
-        query = request.query_params
-        grant = self.archive_links.verify(
-            filename, query.get("ids"), query.get("expires"), query.get("signature")
-        )
+        grant = self.archive_links.verify(filename, request.query_params.multi_items())
         for document_id in grant.document_ids:
             self.check_document(document_id)  # revoked after the link was made
         archive = await self.archives.open(grant)
@@ -277,6 +309,7 @@ class Endpoints:
             length=archive.length if archive.length is not None else UNKNOWN_LENGTH,
             stats=self.stats,
             label=f"archive {filename!r} of {len(archive.entries)} documents",
+            backend="archive",
         )
 
     def base_url(self, request: Request) -> str:
@@ -305,20 +338,16 @@ class Endpoints:
         if self.downloads.per_minute is not None:
             await self.spend(self.downloads, caller)
         document_id = self.check_document(document_id_from(request.path_params["document_id"]))
-        return await self.resolve_and_send(request, document_id, caller)
+        disposition = disposition_from(request.query_params.get("disposition"))
+        return await self.resolve_and_send(request, document_id, caller, None, disposition)
 
     async def download_link(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
-        query = request.query_params
-        limit = self.links.verify(
-            document_id,
-            query.get("expires"),
-            query.get("signature"),
-            uses=query.get("uses"),
-            link_id=query.get("link"),
-        )
+        link = self.links.verify_document_link(document_id, request.query_params.multi_items())
+        limit = link.limit
         document_id = self.check_document(document_id_from(document_id))
-        return await self.resolve_and_send(request, document_id, None, limit)
+        disposition = link.params.get("disposition", ATTACHMENT)  # signed: one we wrote
+        return await self.resolve_and_send(request, document_id, None, limit, disposition)
 
     async def count_use(
         self, request: Request, resolved: ResolvedDocument, limit: LimitedLink
@@ -332,12 +361,16 @@ class Endpoints:
         )
         key = f"link:{limit.link_id}"
         sends_body = request.method == "GET" and selection.status != 304
-        if sends_body and (selection.byte_range is None or selection.byte_range.start == 0):
-            uses = await self.state.increment(key, limit.expires)
-        else:
-            uses = await self.state.count(key)
-            if sends_body and uses == 0:
-                raise Unauthorized()  # a resume of nothing
+        try:
+            if sends_body and (selection.byte_range is None or selection.byte_range.start == 0):
+                uses = await self.state.increment(key, limit.expires)
+            else:
+                uses = await self.state.count(key)
+        except StateFailed as exc:
+            logger.error("shared state failed counting a limited link's use: %s", exc)
+            raise
+        if sends_body and uses == 0:
+            raise Unauthorized()  # a resume of nothing
         if uses > limit.max_uses:
             raise Unauthorized()
 
@@ -347,16 +380,17 @@ class Endpoints:
         document_id: str,
         caller: Caller | None,
         limit: LimitedLink | None = None,
+        disposition: str = ATTACHMENT,
     ) -> Response:
         """Resolve, count a limited link's use, send; audited when the audit log is on."""
         if not audit.enabled():
-            resolved = await self.documents.resolve_document(document_id, caller)
+            resolved = await self.documents.resolve_document(document_id, caller, disposition)
             if limit is not None:
                 await self.count_use(request, resolved, limit)
             return self.send(request, resolved)
         fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
         try:
-            resolved = await self.documents.resolve_document(document_id, caller)
+            resolved = await self.documents.resolve_document(document_id, caller, disposition)
             if limit is not None:
                 await self.count_use(request, resolved, limit)
         except ANSWERED as exc:
@@ -399,6 +433,7 @@ class Endpoints:
             stats=self.stats,
             label=repr(resolved.document.id),
             trail=trail and {**trail, "range": headers.get("content-range")},
+            backend=resolved.backend.name,
         )
 
     async def openapi(self, request: Request) -> Response:

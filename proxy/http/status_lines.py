@@ -7,6 +7,7 @@ both of uvicorn's tables (httptools and h11), which its protocols consult per re
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 REASON_PHRASES: Mapping[int, str] = {
@@ -17,9 +18,11 @@ REASON_PHRASES: Mapping[int, str] = {
 
 def use_reason_phrases(phrases: Mapping[int, str] = REASON_PHRASES) -> None:
     """Make uvicorn's status lines carry ``phrases`` (in this process; idempotent)."""
-    from uvicorn.protocols.http import h11_impl
-
-    for status, phrase in phrases.items():
+    # uvicorn imports the protocol it serves with before it builds the app, so h11's table
+    # needs patching only when h11 is loaded already: importing it otherwise costs `docproxy
+    # serve` (always httptools) memory for nothing.
+    h11_impl = sys.modules.get("uvicorn.protocols.http.h11_impl")
+    for status, phrase in phrases.items() if h11_impl is not None else ():
         h11_impl.STATUS_PHRASES[status] = phrase.encode()
     try:
         from uvicorn.protocols.http import httptools_impl

@@ -24,6 +24,7 @@ from proxy.http import audit
 from proxy.http.accesslog import log_download
 from proxy.http.envelope import error_response
 from proxy.http.errors import Action
+from proxy.metrics import instruments
 
 logger = logging.getLogger("docproxy")
 
@@ -48,6 +49,7 @@ class DownloadResponse(Response):
         stats: DownloadStats,
         label: str,
         trail: dict[str, Any] | None = None,
+        backend: str = "",
     ) -> None:
         self.chunks = chunks
         self.status_code = status_code
@@ -55,13 +57,16 @@ class DownloadResponse(Response):
         self.stats = stats
         self.label = label
         self.trail = trail  # the audit event's fields, when the audit trail is on
+        self.backend = backend  # the metrics' label for the bytes sent
         self.length = length
         # Starlette's init_headers, less what a download never needs (lower-casing names that
         # are lower case already, adding a Content-Type or Content-Length it already has).
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._started = time.monotonic() if self.trail is not None else 0.0
+        metered = instruments.active()
+        timed = self.trail is not None or metered is not None
+        self._started = time.monotonic() if timed else 0.0
         if scope.get("method") == "HEAD":
             await send(
                 {"type": "http.response.start", "status": self.status_code,
@@ -83,6 +88,8 @@ class DownloadResponse(Response):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         self.stats.open_streams += 1
+        if metered is not None:
+            metered.open_streams.inc()
         self._sent = 0
         self._failure: StoreFailed | None = None
         outcome = "aborted by client"
@@ -109,12 +116,20 @@ class DownloadResponse(Response):
                 self.stats.completed += 1
             else:
                 self.stats.aborted += 1
+            if metered is not None:
+                self._count(metered, outcome)
             if self.trail is None:
                 log_download(self.label, outcome, self._sent)
             else:  # the audit event is the download's line
                 self._audit(outcome, self._sent)
         if self._failure is not None:
             raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+
+    def _count(self, metered: instruments.Instruments, outcome: str) -> None:
+        metered.open_streams.dec()
+        metered.child(metered.bytes_sent, self.backend).inc(self._sent)
+        duration = time.monotonic() - self._started
+        metered.child(metered.download_seconds, outcome.replace(" ", "_")).observe(duration)
 
     def _audit(self, outcome: str, sent: int) -> None:
         if self.trail is None:

@@ -33,18 +33,27 @@ class JsonFormatter(logging.Formatter):
             and len(record.args) == 5
         ):
             event, fields = "request", _access_fields(record.args)
-        line: dict[str, Any] = {
-            "time": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "event": event or record.getMessage(),
-            "request_id": REQUEST_ID.get(),
-        }
-        if fields:
-            line.update(fields)
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+            fields = {**(fields or {}), "exception": self.formatException(record.exc_info)}
+        return json_line(
+            record.created, record.levelname, record.name, event or record.getMessage(), fields
+        )
+
+
+def json_line(
+    created: float, level: str, name: str, event: str, fields: dict[str, Any] | None
+) -> str:
+    """One log line as JSON (without its newline): what ``JsonFormatter`` writes."""
+    line: dict[str, Any] = {
+        "time": _utc(created),
+        "level": level,
+        "logger": name,
+        "event": event,
+        "request_id": REQUEST_ID.get(),
+    }
+    if fields:
+        line.update(fields)
+    return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
@@ -60,11 +69,17 @@ def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
+_second = -1
+_second_text = ""
+
+
 def _utc(created: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-        + f".{int(created % 1 * 1000):03d}Z"
-    )
+    global _second, _second_text
+    second = int(created)
+    if second != _second:  # the date and time are formatted once a second
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = second
+    return f"{_second_text}.{int((created - second) * 1000):03d}Z"
 
 
 def formatter(log_format: str) -> logging.Formatter:
@@ -75,8 +90,7 @@ def configure_logging(level: str, log_format: str = "text") -> logging.StreamHan
     """Give the ``docproxy`` logger a stderr handler (once per process) and set its level,
     and put the credential filter on every handler the process has (uvicorn's included).
 
-    Returns the handler when this call made it as plain text, else None (a JSON line is never
-    written by the download line's shortcut, ``proxy.http.accesslog``).
+    Returns the handler when this call made it, None when the logger had one already.
     """
     made = None
     if not logger.handlers:
@@ -87,7 +101,7 @@ def configure_logging(level: str, log_format: str = "text") -> logging.StreamHan
         handler.setFormatter(formatter(log_format))
     logger.setLevel(level.upper())
     install_redaction()
-    return made if log_format == "text" else None
+    return made
 
 
 def uvicorn_log_config(log_format: str) -> dict[str, Any] | None:

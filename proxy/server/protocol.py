@@ -55,6 +55,31 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing; the answer is in ``_rejection``."""
 
 
+# A server sees the same few Host values over and over: each is checked once per process.
+_HOST_VERDICTS: dict[tuple[bytes, tuple[str, ...]], BadHost | None] = {}
+_HOST_VERDICTS_KEPT = 256
+
+
+def _host_problem(value: bytes, allowed_hosts: tuple[str, ...]) -> BadHost | None:
+    """Why the ``Host`` value is refused, or None."""
+    key = (value, allowed_hosts)
+    try:
+        return _HOST_VERDICTS[key]
+    except KeyError:
+        pass
+    name = host_name(value)
+    if name is None:
+        problem: BadHost | None = BadHost()
+    elif allowed_hosts and not allowed(name, allowed_hosts):
+        problem = BadHost("Host not allowed")
+    else:
+        problem = None
+    if len(_HOST_VERDICTS) >= _HOST_VERDICTS_KEPT:
+        _HOST_VERDICTS.clear()  # junk Host values must not grow it without bound
+    _HOST_VERDICTS[key] = problem
+    return problem
+
+
 class _RefusalLog:
     """One INFO line per interval for connections refused because the worker is full."""
 
@@ -217,11 +242,9 @@ class EdgeProtocol(HttpToolsProtocol):
             if self.parser.get_http_version() != "1.0":
                 self._refuse_head(BadHost("Missing Host header"))
             return has_body
-        name = host_name(host)
-        if name is None:
-            self._refuse_head(BadHost())
-        if self.limits.allowed_hosts and not allowed(name, self.limits.allowed_hosts):
-            self._refuse_head(BadHost("Host not allowed"))
+        problem = _host_problem(host, self.limits.allowed_hosts)
+        if problem is not None:
+            self._refuse_head(problem)
         return has_body
 
     def _refuse_head(self, rejection: RequestError) -> NoReturn:

@@ -7,16 +7,26 @@ from pathlib import Path
 
 from proxy.catalog.sqlite_reader import sqlite_file
 from proxy.config.settings import Settings
-from proxy.state.redis import RedisState
-from proxy.state.sqlite import SQLiteState
 from proxy.state.store import StateStore
 
 STATE_FILE = "docproxy-state.db"
 
-STORES: dict[str, Callable[[Settings], StateStore]] = {
-    "redis": lambda s: RedisState(s.state.redis_url or "", s.state.key_prefix),
-    "sqlite": lambda s: SQLiteState(state_file(s)),
-}
+
+# Each store's module is imported when it is chosen: the Redis client (and the `cryptography`
+# it pulls in) costs a sidecar on SQLite memory and start time for nothing.
+def _redis(s: Settings) -> StateStore:
+    from proxy.state.redis import RedisState
+
+    return RedisState(s.state.redis_url or "", s.state.key_prefix)
+
+
+def _sqlite(s: Settings) -> StateStore:
+    from proxy.state.sqlite import SQLiteState
+
+    return SQLiteState(state_file(s))
+
+
+STORES: dict[str, Callable[[Settings], StateStore]] = {"redis": _redis, "sqlite": _sqlite}
 
 
 def state_store(settings: Settings) -> StateStore:

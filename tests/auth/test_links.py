@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from proxy.auth.links import LinkSigner
-from proxy.config.settings import PresignConfig
+from proxy.config.settings import PresignConfig, single_key
 from tests.harness import LINK_KEY, assert_envelope, run_cli
 from tests.samples import pdf_bytes, sha256
 
@@ -51,7 +51,7 @@ def presign(service, auth, document_id: str = DOCUMENT_ID) -> httpx.Response:
 
 
 def signer(ttl: int = 3600, key: str = LINK_KEY) -> LinkSigner:
-    return LinkSigner(PresignConfig(signing_key=key, ttl=ttl))
+    return LinkSigner(PresignConfig(signing_keys=single_key(key), ttl=ttl))
 
 
 def test_api_example_1_returns_a_link_that_downloads_without_a_token(service, auth):
@@ -66,7 +66,8 @@ def test_api_example_1_returns_a_link_that_downloads_without_a_token(service, au
     assert f"{parts.scheme}://{parts.netloc}" == service.base_url
     assert parts.path == f"/links/{DOCUMENT_ID}"
     query = parse_qs(parts.query)
-    assert set(query) == {"expires", "signature"}
+    assert set(query) == {"expires", "kid", "signature"}
+    assert query["kid"] == ["default"]  # the single-key form
     # Valid for one hour by default.
     assert before + 3600 <= int(query["expires"][0]) <= int(time.time()) + 3600
 
@@ -88,14 +89,14 @@ def test_link_works_many_times_until_expiry(service, auth):
 
 def test_link_is_what_links_signer_makes(service):
     """The link format is the documented one: anyone holding the key can check it offline."""
-    link = signer().sign(service.base_url, DOCUMENT_ID)
+    link = signer().document_link(service.base_url, DOCUMENT_ID)
     assert httpx.get(link).content == service.document_bytes
 
 
 def test_expired_link_is_refused(service):
-    expired = signer().sign(service.base_url, DOCUMENT_ID, now=time.time() - 3601)
+    expired = signer().document_link(service.base_url, DOCUMENT_ID, now=time.time() - 3601)
     assert_envelope(httpx.get(expired), 403, "UNAUTHORIZED")
-    long_ago = signer().sign(service.base_url, DOCUMENT_ID, now=1_000_000_000)
+    long_ago = signer().document_link(service.base_url, DOCUMENT_ID, now=1_000_000_000)
     assert_envelope(httpx.get(long_ago), 403, "UNAUTHORIZED")
 
 
@@ -113,7 +114,7 @@ def test_link_expires_after_the_configured_ttl(make_service, tmp_path):
 
 
 def test_link_signed_with_another_key_is_refused(service):
-    forged = signer(key="not-the-configured-link-key").sign(service.base_url, DOCUMENT_ID)
+    forged = signer(key="not-the-configured-link-key").document_link(service.base_url, DOCUMENT_ID)
     response = httpx.get(forged)
     assert_envelope(response, 403, "UNAUTHORIZED")
     assert "www-authenticate" not in response.headers  # a link is no Bearer token
@@ -122,7 +123,7 @@ def test_link_signed_with_another_key_is_refused(service):
 def test_token_key_does_not_sign_links(service):
     from tests.harness import TOKEN_KEY
 
-    forged = signer(key=TOKEN_KEY).sign(service.base_url, DOCUMENT_ID)
+    forged = signer(key=TOKEN_KEY).document_link(service.base_url, DOCUMENT_ID)
     assert_envelope(httpx.get(forged), 403, "UNAUTHORIZED")
 
 
@@ -145,7 +146,8 @@ def test_every_single_character_change_is_refused(service, auth):
     document_id, expires, signature = DOCUMENT_ID, query["expires"][0], query["signature"][0]
 
     def url(doc: str, exp: str, sig: str) -> str:
-        return f"{service.base_url}/links/{quote(doc, safe='')}?expires={exp}&signature={sig}"
+        query = f"expires={exp}&kid=default&signature={sig}"
+        return f"{service.base_url}/links/{quote(doc, safe='')}?{query}"
 
     assert httpx.get(url(document_id, expires, signature)).status_code == 200
     tampered = (
@@ -190,6 +192,7 @@ def test_mangled_links_are_refused(service, auth, mangle):
     link = presign(service, auth).json()["data"]["download_url"]
     query = parse_qs(urlsplit(link).query)
     path = mangle(DOCUMENT_ID, query["expires"][0], query["signature"][0])
+    path += ("&" if "?" in path else "?") + "kid=default"  # the key id is right, the rest not
     assert_envelope(httpx.get(f"{service.base_url}{path}"), 403, "UNAUTHORIZED")
 
 

@@ -8,14 +8,16 @@ import pytest
 
 from proxy.auth.errors import Unauthorized
 from proxy.auth.tokens import TokenAuthority, TokenRequest
-from proxy.config.settings import AuthConfig, ClientConfig
+from proxy.config.settings import AuthConfig, ClientConfig, single_key
 
 
 def authority(ttl: int) -> TokenAuthority:
     import hashlib
 
     client = ClientConfig("c", hashlib.sha256(b"s").digest())
-    return TokenAuthority(AuthConfig(signing_key="k" * 32, token_ttl=ttl, clients=(client,)))
+    return TokenAuthority(
+        AuthConfig(signing_keys=single_key("k" * 32), token_ttl=ttl, clients=(client,))
+    )
 
 
 def test_a_cached_token_still_expires():
@@ -52,7 +54,7 @@ def test_a_cached_token_keeps_the_leeway_on_both_sides(monkeypatch):
 
     client = ClientConfig("c", hashlib.sha256(b"s").digest())
     tokens = TokenAuthority(
-        AuthConfig(signing_key="k" * 32, token_ttl=60, leeway=5, clients=(client,))
+        AuthConfig(signing_keys=single_key("k" * 32), token_ttl=60, leeway=5, clients=(client,))
     )
     issued = 1_900_000_000
     token = tokens.issue(TokenRequest("c", "s", None, None, None, None, None), now=issued)

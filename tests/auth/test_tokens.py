@@ -132,7 +132,7 @@ def test_token_carries_the_promised_claims_and_header(service):
     response = httpx.post(f"{service.base_url}{TOKEN_PATH}", json=API_TOKEN_REQUEST)
     token = response.json()["data"]["access_token"]
     decoded = jwt.decode(token, OctKey.import_key(TOKEN_KEY.encode()), algorithms=["HS256"])
-    assert decoded.header == {"alg": "HS256", "typ": "JWT"}
+    assert decoded.header == {"alg": "HS256", "typ": "JWT", "kid": "default"}
     claims = decoded.claims
     assert claims["client_id"] == "your-client-id"
     assert claims["email"] == "john.doe@example.com"

@@ -478,3 +478,28 @@ def test_keys_with_reserved_characters_as_raw_or_percent_encoded_urls(
         fetched = httpx.get(posted.json()["data"]["download_url"], timeout=30)
         assert fetched.status_code == 200, (path, fetched.text)
         assert fetched.content == body, path
+
+
+def test_presigned_url_carries_an_inline_disposition(make_service, catalog, store):
+    """disposition=inline reaches the store's URL (S3 ResponseContentDisposition, GCS
+    response-content-disposition, Azure rscd) and the store answers with it."""
+    bucket = new_bucket(store)
+    store.put(bucket, "inline/q3.pdf", b"%PDF-1.4 inline")
+    document_id = catalog.add(store.url(bucket, "inline/q3.pdf"))
+    backend = store.backend(bucket, public_endpoint_url=store.public_endpoint)
+    service = serve(make_service, catalog, {"cloud": backend}, [store], presign={"ttl": TTL})
+    inline = 'inline; filename="Quarterly report.pdf"'
+    response = httpx.post(
+        f"{service.base_url}/download",
+        json={"document_id": document_id, "disposition": "inline"},
+        headers=auth(service),
+        timeout=30,
+    )
+    url = response.json()["data"]["download_url"]
+    query = parse_qs(urlsplit(url).query)
+    name = "rscd" if isinstance(store, Azurite) else "response-content-disposition"
+    assert query[name] == [inline]
+    assert httpx.get(url, timeout=30).headers["content-disposition"] == inline
+    # The attachment URL of the same document is another URL, not the inline one reused.
+    plain = presign(service, document_id).json()["data"]["download_url"]
+    assert parse_qs(urlsplit(plain).query)[name] == [PDF_DISPOSITION]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from backends.base import InvalidKey, ObjectNotFound
+from backends.base import InvalidKey, ObjectChanged, ObjectNotFound
 from backends.local import LocalBackend, LocalOptions
 
 
@@ -135,3 +135,57 @@ async def test_a_file_cut_short_mid_read_is_a_storage_error(tmp_path):
     with pytest.raises(StorageError, match="ended"):
         await anext(chunks)
     await chunks.aclose()
+
+
+# -- pinned reads: a file rewritten after stat is never read as if it were the same ------------
+
+
+def rewrite_in_place(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # coarse clocks
+
+
+@pytest.mark.parametrize(
+    "size", [100, 3 * CHUNK // 4, 5 * CHUNK + 17], ids=["inline", "one-read", "chunks"]
+)
+async def test_a_file_rewritten_after_stat_is_not_read(tmp_path, size):
+    backend, _ = local_file(tmp_path, size)
+    info = await backend.stat("big.bin")
+    rewrite_in_place(tmp_path / "big.bin", 0, b"X")
+    with pytest.raises(ObjectChanged):
+        async for _ in backend.stream_range("big.bin", 0, size, info.version):
+            pass
+
+
+async def test_a_file_replaced_by_one_of_the_same_size_and_time_is_not_read(tmp_path):
+    backend, data = local_file(tmp_path)
+    info = await backend.stat("big.bin")
+    st = os.stat(tmp_path / "big.bin")
+    (tmp_path / "new.bin").write_bytes(os.urandom(len(data)))
+    os.utime(tmp_path / "new.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(tmp_path / "new.bin", tmp_path / "big.bin")  # only the inode tells
+    with pytest.raises(ObjectChanged):
+        async for _ in backend.stream_range("big.bin", 0, len(data), info.version):
+            pass
+
+
+async def test_a_rewrite_midway_stops_the_read_before_any_new_byte(tmp_path):
+    backend, data = local_file(tmp_path)
+    info = await backend.stat("big.bin")
+    chunks = backend.stream_range("big.bin", 0, len(data), info.version)
+    first = await anext(chunks)
+    rewrite_in_place(tmp_path / "big.bin", len(first), b"new bytes")
+    with pytest.raises(ObjectChanged):
+        await anext(chunks)
+    assert bytes(first) == data[: len(first)]
+    await chunks.aclose()
+
+
+async def test_an_unchanged_file_reads_in_full_when_pinned(tmp_path):
+    backend, data = local_file(tmp_path)
+    info = await backend.stat("big.bin")
+    chunks = [c async for c in backend.stream_range("big.bin", 0, len(data), info.version)]
+    assert b"".join(chunks) == data

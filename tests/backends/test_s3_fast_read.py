@@ -8,16 +8,18 @@ server: every answer the plain GET does not expect is ``Unexpected`` before the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit
 
 import pytest
 
-from backends.base import ObjectNotFound, StorageError
+from backends.base import ObjectChanged, ObjectNotFound, StorageError
 from backends.ranged_get import Unexpected, _RangeReceiver, ranged_get
 from backends.s3 import S3Backend
 from proxy.config.section import Section
@@ -71,7 +73,9 @@ async def test_an_unexpected_answer_is_read_again_through_the_sdk(stores, monkey
     async with s3_backend(stores, fast_read_min_size=0) as backend:
         real = backend._fast_read_url
         # The plain GET meets a 404 (another key): the SDK reads the right one.
-        monkeypatch.setattr(backend, "_fast_read_url", lambda key, n: real("fast/nothing", n))
+        monkeypatch.setattr(
+            backend, "_fast_read_url", lambda key, n, v=None: real("fast/nothing", n, v)
+        )
         chunks = await chunks_of(backend, "fast/object.bin", 2, len(BODY))
         assert b"".join(chunks) == BODY[2:]
         assert all(type(chunk) is bytes for chunk in chunks)
@@ -289,3 +293,64 @@ async def test_a_head_with_several_chunks_of_body_behind_it_is_split_into_chunks
     chunks = [await receiver.next_chunk(1) for _ in range(4)]
     assert chunks[:3] == [data[:CHUNK], data[CHUNK : 2 * CHUNK], data[2 * CHUNK :]]
     assert chunks[3] is None
+
+
+async def test_the_store_closing_while_the_last_chunk_is_sent_logs_nothing(caplog):
+    """The store closes its connection once the range is sent; the loop reads that close
+    into the receiver's buffer while the last chunk is still being sent to a slow client."""
+    data = BODY[: 2 * CHUNK]
+    closed = threading.Event()
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(head("206 Partial Content", Content_Length=str(len(data))) + data)
+        connection.shutdown(socket.SHUT_WR)
+        closed.set()
+
+    with scripted_server(script) as url:
+        chunks = ranged_get(url, 0, len(data), chunk_size=CHUNK, timeout=5)
+        assert await anext(chunks) == data[:CHUNK]
+        assert await anext(chunks) == data[CHUNK:]  # taking the last one resumes reading
+        while not closed.is_set():
+            await asyncio.sleep(0.01)
+        for _ in range(20):  # the loop's turns while the last chunk goes out
+            await asyncio.sleep(0.01)
+        assert [c async for c in chunks] == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_bytes_past_the_range_are_a_storage_error():
+    data = BODY[:CHUNK]
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(head("206 Partial Content", Content_Length=str(len(data))) + data)
+        time.sleep(0.05)  # the extra bytes arrive after the range was complete
+        connection.sendall(b"extra")
+
+    with scripted_server(script) as url:
+        chunks = ranged_get(url, 0, len(data), chunk_size=CHUNK, timeout=5)
+        assert await anext(chunks) == data
+        await asyncio.sleep(0.2)
+        with pytest.raises(StorageError, match="more than the range"):
+            await anext(chunks)
+
+
+# -- pinned reads: the ETag from stat is sent as If-Match --------------------------------------
+
+
+@pytest.mark.parametrize("fast_read_min_size", [0, False], ids=["fast-read", "sdk"])
+async def test_an_object_replaced_after_stat_is_not_read(stores, fast_read_min_size):
+    async with s3_backend(stores, fast_read_min_size=fast_read_min_size) as backend:
+        info = await backend.stat("fast/object.bin")
+        assert info.version == info.etag
+        # Unchanged: read in full, pinned.
+        chunks = backend.stream_range("fast/object.bin", 0, len(BODY), info.version)
+        assert b"".join([c async for c in chunks]) == BODY
+        store: Store = stores["s3"]
+        store.put(backend.store.bucket, "fast/object.bin", BODY[::-1])  # same size, new bytes
+        with pytest.raises(ObjectChanged):
+            await chunks_of_pinned(backend, "fast/object.bin", 0, len(BODY), info.version)
+
+
+async def chunks_of_pinned(backend, key, start, end, version) -> list[bytes]:
+    return [chunk async for chunk in backend.stream_range(key, start, end, version)]

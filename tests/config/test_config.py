@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from proxy.config.loading import load_settings
-from proxy.config.settings import ConfigError, parse_settings
+from proxy.config.settings import ConfigError, parse_settings, single_key
 from tests.conftest import require_server
 from tests.harness import REPO, base_config, free_port, merge, write_config
 from tests.samples import pdf_bytes
@@ -109,7 +109,7 @@ def test_shipped_config_reads_secrets_from_the_environment(monkeypatch):
     assert settings.auth.clients[0].secret_sha256 == (
         hashlib.sha256(b"from-the-environment").digest()
     )
-    assert settings.auth.signing_key == "token-key-from-the-environment"
+    assert settings.auth.signing_keys == single_key("token-key-from-the-environment")
 
 
 def test_shipped_config_serves_as_is_from_a_fresh_directory(tmp_path):

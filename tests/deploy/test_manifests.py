@@ -129,6 +129,16 @@ def test_the_docproxy_container_is_locked_down_and_probed(name):
     assert container["envFrom"] == [{"secretRef": {"name": "docproxy-secrets"}}]
 
 
+@pytest.mark.parametrize("name", ["docproxy", "your-application"])
+def test_the_pod_waits_for_the_drain(name):
+    """Kubernetes kills a pod terminationGracePeriodSeconds after SIGTERM: docproxy must have
+    had its whole server.shutdown_timeout by then, and a few seconds to exit."""
+    config = yaml.safe_load(resource("ConfigMap", "docproxy-config")["data"]["config.yaml"])
+    shutdown_timeout = config["server"]["shutdown_timeout"]
+    spec = resource("Deployment", name)["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == shutdown_timeout + 5
+
+
 def test_the_service_and_the_budget_select_the_shared_replicas():
     labels = resource("Deployment", "docproxy")["spec"]["template"]["metadata"]["labels"]
     service = resource("Service", "docproxy")["spec"]

@@ -32,7 +32,7 @@ async def test_a_counted_read_starts_on_the_first_chunk_and_closes_the_store_rea
     class Store:
         name = "fake"
 
-        async def stream_range(self, key, start, end):
+        async def stream_range(self, key, start, end, version=None):
             try:
                 for offset in range(start, end, 4):
                     yield bytes(range(offset, min(offset + 4, end)))

@@ -16,6 +16,7 @@ import pytest
 
 from proxy.catalog.embedded import add_file
 from proxy.config.loading import load_settings
+from proxy.documents.disposition import content_disposition
 from tests.harness import assert_envelope, run_cli
 from tests.samples import insert_document, pdf_bytes, sha256, txt_bytes
 
@@ -397,3 +398,70 @@ def test_a_revoked_document_refuses_its_archives(service, token, folder):
     refused = zip_link(service, token, {"document_ids": [kept, revoked]})
     assert_envelope(refused, 403, "UNAUTHORIZED")
     assert httpx.get(link_for(service, token, [kept]), timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("asked", "saved"),
+    [
+        ("Rechnungen März", "Rechnungen März.zip"),
+        ("../../etc/cron.d/evil.ZIP", "evil.ZIP"),
+        ("two\r\nlines.zip", "twolines.zip"),
+        ("", "download.zip"),
+    ],
+)
+def test_the_archive_name_is_cleaned_and_survives_the_link(service, token, documents, asked, saved):
+    link = link_for(service, token, list(documents)[:1], filename=asked)
+    response = httpx.get(link, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == content_disposition(saved)
+
+
+def test_archive_links_rotate_with_the_presign_keys_on_reload(make_service, tmp_path):
+    """SIGHUP with a new first presign key: new archive links are signed with it, and a link
+    signed with the old key (still listed) keeps working."""
+    import signal
+
+    import yaml
+
+    from tests.state.shared import eventually
+
+    old = {"id": "old", "key": "old-link-key-0123456789abcdef"}
+    new = {"id": "new", "key": "new-link-key-0123456789abcdef"}
+    service = make_service({"presign": {"signing_key": None, "signing_keys": [old]}})
+    token = service.token()
+    document_id = add(service, tmp_path, b"rotated bytes", "rotated.txt")
+    before = link_for(service, token, [document_id])
+    assert parse_qs(urlsplit(before).query)["kid"] == ["old"]
+    config = yaml.safe_load(service.config_path.read_text())
+    config["presign"]["signing_keys"] = [new, old]
+    service.config_path.write_text(yaml.safe_dump(config))
+    service.process.send_signal(signal.SIGHUP)
+    eventually(
+        lambda: parse_qs(urlsplit(link_for(service, token, [document_id])).query)["kid"] == ["new"]
+    )
+    after = link_for(service, token, [document_id])
+    for link in (before, after):
+        response = httpx.get(link, timeout=10)
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            assert archive.read("rotated.txt") == b"rotated bytes"
+
+
+def test_a_document_rewritten_mid_archive_aborts_it(service, token, folder):
+    """Each entry is read pinned to the version its GET stat'ed: the second document rewritten
+    while the first is sent cuts the archive instead of mixing in the new bytes."""
+    first = add(service, folder, os.urandom(32 * 1024 * 1024), "first-pinned.bin")
+    second = add(service, folder, b"old bytes", "second-pinned.txt")
+    with sqlite3.connect(db_path(service)) as connection:
+        ((path,),) = connection.execute("SELECT file_path FROM documents WHERE id = ?", (second,))
+    stored = Path(load_settings(service.config_path).storage.backends[0].local_root) / path
+    link = link_for(service, token, [first, second])
+    received = 0
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", link, timeout=30) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            if received == 0:
+                stored.write_bytes(b"new bytes")  # same size, a new version
+                os.utime(stored, ns=(1, 1))
+            received += len(chunk)
+    assert received < int(r.headers["content-length"])

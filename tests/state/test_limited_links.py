@@ -141,3 +141,17 @@ def test_a_max_downloads_link_is_spent_across_processes_sharing_redis(
     through_second = f"{second.base_url}{path.path}?{path.query}"
     assert get(through_second).content == DATA
     assert_refused(get(url))  # through the first process: already used
+
+
+def test_a_state_store_that_fails_is_500_logged_once_with_its_cause(make_service, tmp_path):
+    from tests.harness import free_port
+
+    dead = {"state": {"redis_url": f"redis://127.0.0.1:{free_port()}/0"}}
+    service = make_service({**dead, "limits": {"presigns_per_minute": 5}})
+    source = tmp_path / "limited.txt"
+    source.write_bytes(DATA)
+    run_cli(service.config_path, "documents", "add", "--id", "doc-limited", str(source))
+    token = service.token()
+    assert_envelope(post(service, token, max_downloads=1), 500, "Failed to generate download URL")
+    assert service.log().count("shared state failed counting presigns: Redis at redis://") == 1
+    assert "Traceback" not in service.log()

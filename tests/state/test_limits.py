@@ -3,21 +3,14 @@ subject), 429 with Retry-After past it, shared by processes through Redis."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.harness import assert_envelope, run_cli
+from tests.state.shared import fresh_window
 
 pytestmark = pytest.mark.timeout(180)
 LIMITS = {"limits": {"downloads_per_minute": 2, "presigns_per_minute": 1}}
-
-
-def fresh_window() -> None:
-    """Budgets refill on the minute: start well inside one, so the test stays in it."""
-    while time.time() % 60 > 45:
-        time.sleep(0.5)
 
 
 def add(service, tmp_path) -> str:
