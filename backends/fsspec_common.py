@@ -147,10 +147,22 @@ class FsspecBackend:
         info = await self._call("stat", key, self.fs._info(self._path(key)))
         if info.get("type", "file") != "file":
             raise ObjectNotFound(f"{self.name}:{key} is a directory")
-        return ObjectInfo(size=int(info["size"]), etag=_etag(info), modified=_modified(info))
+        etag = _etag(info)
+        return ObjectInfo(
+            size=int(info["size"]),
+            etag=etag,
+            modified=_modified(info),
+            version=self._version(info, etag),
+        )
 
-    async def _read(self, key: str, start: int, end: int) -> bytes:
-        """The bytes in ``[start, end)``, or fewer: callers loop until they have them all."""
+    def _version(self, info: Mapping[str, Any], etag: str | None) -> Hashable | None:
+        """What pins reads to the bytes ``info`` describes; None: this store's reads are not
+        pinned. Stores that override it also override ``_read`` to send it."""
+        return None
+
+    async def _read(self, key: str, start: int, end: int, version: Hashable | None) -> bytes:
+        """The bytes in ``[start, end)``, or fewer: callers loop until they have them all.
+        Stores that pin reads override this (and ``stat``); here ``version`` is unused."""
         return await self._call(
             "read", key, self.fs._cat_file(self._path(key), start=start, end=end)
         )
@@ -158,11 +170,11 @@ class FsspecBackend:
     def stream_range(
         self, key: str, start: int, end: int, version: Hashable | None = None
     ) -> AsyncIterator[bytes]:
-        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent.
-        Unpinned: ``stat`` gives no version here yet."""
+        """Ranged reads of at most ``chunk_size``, the next one fetched while this one is sent,
+        each pinned to ``version`` where the store's ``_read`` can pin."""
 
         def read(position: int, size: int) -> Awaitable[bytes]:
-            return self._read(key, position, position + size)
+            return self._read(key, position, position + size, version)
 
         return read_ahead(read, start, end, self.chunk_size, f"{self.name}:{key}")
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from backends.base import PresignRequest, StorageError
+from backends.base import ObjectChanged, PresignRequest, StorageError
 from backends.fsspec_common import FsspecBackend, StoreOptions, parse_store_options
 from proxy.config.section import Section
 
@@ -102,6 +103,33 @@ class GCSBackend(FsspecBackend):
         if self.fs is not None and self.fs._session is not None:
             await self.fs._session.close()
         self.fs = None
+
+    def _version(self, info: Mapping[str, Any], etag: str | None) -> Hashable | None:
+        generation = info.get("generation")
+        return str(generation) if generation else None  # a new one with every write
+
+    async def _read(self, key: str, start: int, end: int, version: Hashable | None) -> bytes:
+        """Pinned: a ranged GET with ``ifGenerationMatch`` (412 once the object is rewritten),
+        and the generation the store names in its answer, if it names one, checked too."""
+        if version is None:
+            return await super()._read(key, start, end, version)
+        return await self._call("read", key, self._read_pinned(key, start, end, str(version)))
+
+    async def _read_pinned(self, key: str, start: int, end: int, generation: str) -> bytes:
+        changed = f"{self.name}:{key} changed since it was looked at"
+        try:
+            headers, body = await self.fs._call(
+                "GET",
+                self.fs.url(self._path(key)),
+                headers={"Range": f"bytes={start}-{end - 1}"},
+                ifGenerationMatch=generation,
+            )
+        except FileExistsError as exc:  # gcsfs's name for 412 Precondition Failed
+            raise ObjectChanged(changed) from exc
+        served = headers.get("x-goog-generation")
+        if served is not None and served != generation:
+            raise ObjectChanged(changed)
+        return body
 
     async def probe(self) -> None:
         """The bucket's metadata (one GET): answers, credentials accepted, bucket there."""

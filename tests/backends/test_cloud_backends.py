@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from pathlib import Path
 
 import pytest
@@ -147,8 +147,8 @@ async def test_memory_backend_reads_any_span():
 class ShortReads(MemoryBackend):
     """A store that answers every ranged read with at most 1000 bytes, as networks may."""
 
-    async def _read(self, key: str, start: int, end: int) -> bytes:
-        return (await super()._read(key, start, end))[:1000]
+    async def _read(self, key: str, start: int, end: int, version: Hashable | None) -> bytes:
+        return (await super()._read(key, start, end, version))[:1000]
 
 
 async def test_short_reads_are_not_the_end():
