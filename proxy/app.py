@@ -17,12 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backends.registry import backend_class
 from backends.routing import StorageRouter
 from proxy.auth.archive_links import ArchiveLinkSigner
+from proxy.auth.issuers import IssuerTokens
 from proxy.auth.links import LinkSigner
 from proxy.auth.tokens import TokenAuthority
 from proxy.catalog.embedded import ensure_schema
 from proxy.catalog.lookup import Catalog
 from proxy.config.loading import config_path, load_settings
-from proxy.config.settings import ConfigError, Settings
+from proxy.config.settings import AuthConfig, ConfigError, Settings
 from proxy.documents.archive import ArchiveService
 from proxy.documents.content_type import libmagic_problem
 from proxy.documents.service import DocumentService, PresignedUrlCache
@@ -107,6 +108,8 @@ def reload_settings(
         return current
     # Each object is replaced whole, so a request sees either the old or the new one.
     endpoints.tokens = TokenAuthority(new.auth)
+    if _issuer_keys(new.auth) != _issuer_keys(current.auth):
+        endpoints.issuers = IssuerTokens(new.auth)  # unchanged: the fetched keys stay cached
     if new.presign != current.presign:
         links = LinkSigner(new.presign)
         archive_links = ArchiveLinkSigner(links)
@@ -129,6 +132,11 @@ def reload_settings(
     else:
         logger.info("config reloaded: %s", new.source)
     return dataclasses.replace(current, **{name: getattr(new, name) for name in RELOADED})
+
+
+def _issuer_keys(auth: AuthConfig) -> tuple[object, ...]:
+    """What the issuer checks are built from."""
+    return (auth.issuers, auth.jwks_min_refresh, auth.jwks_timeout, auth.leeway)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -156,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
     archive_links = ArchiveLinkSigner(links)
     endpoints = Endpoints(
         tokens=TokenAuthority(settings.auth),
+        issuers=IssuerTokens(settings.auth),
         failed_logins=FailedLogins.from_config(settings.auth),
         links=links,
         documents=documents,

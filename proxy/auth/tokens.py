@@ -200,13 +200,13 @@ class TokenAuthority:
         if decoded.header.get("alg") != self.config.algorithm:
             raise Unauthorized()
         caller = Caller(
-            client_id=_claim_str(claims, "client_id") or "",
-            email=_claim_str(claims, "email"),
-            group_name=_claim_str(claims, "group_name"),
-            fingerprint=_claim_str(claims, "fingerprint"),
-            token_id=_claim_str(claims, "jti") or "",
-            issued_at=_claim_number(claims, "iat"),
-            subject=_claim_str(claims, "sub") or "",
+            client_id=claim_str(claims, "client_id") or "",
+            email=claim_str(claims, "email"),
+            group_name=claim_str(claims, "group_name"),
+            fingerprint=claim_str(claims, "fingerprint"),
+            token_id=claim_str(claims, "jti") or "",
+            issued_at=claim_number(claims, "iat"),
+            subject=claim_str(claims, "sub") or "",
         )
         return _Checked(claims, caller)
 
@@ -220,7 +220,7 @@ class TokenAuthority:
         return key
 
 
-def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:
+def claim_str(claims: Mapping[str, Any], name: str) -> str | None:
     value = claims.get(name)
     if value is None:
         return None
@@ -229,7 +229,7 @@ def _claim_str(claims: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _claim_number(claims: Mapping[str, Any], name: str) -> float:
+def claim_number(claims: Mapping[str, Any], name: str) -> float:
     """A numeric claim, 0 when absent; the claims check refuses a token without it."""
     value = claims.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -12,6 +12,7 @@ substituted before validation.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,32 @@ class AuthConfig:
     # token endpoint answers 429 (0: no limit).
     max_failed_logins: int = 5
     failed_login_window: int = 60
+    # Identity providers whose tokens the download endpoints accept beside docproxy's own.
+    issuers: tuple[IssuerConfig, ...] = ()
+    jwks_min_refresh: float = 60.0  # seconds between refetches of a provider's keys
+    jwks_timeout: float = 2.0  # a JWKS fetch slower than this refuses the token at hand
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerClaims:
+    """The provider's names for the claims docproxy reads."""
+
+    group: str = "group_name"
+    email: str = "email"
+    subject: str = "sub"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """An identity provider (``auth.issuers[i]``): tokens whose ``iss`` is ``issuer``, checked
+    with the keys at ``jwks_url`` or in ``jwks_file`` (read at start and on reload)."""
+
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    jwks: str | None = field(default=None, repr=False)  # the text of jwks_file
+    algorithms: tuple[str, ...] = ("RS256",)
+    claims: IssuerClaims = field(default_factory=IssuerClaims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +240,7 @@ class Settings:
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
 ALGORITHMS = ("HS256", "HS384", "HS512")
+ISSUER_ALGORITHMS = ("RS256", "ES256", "EdDSA")  # public-key only: no shared secret to confuse
 
 
 def parse_settings(raw: object, *, source: str = "<memory>") -> Settings:
@@ -419,10 +447,81 @@ def _auth(s: Section) -> AuthConfig:
             clients=tuple(clients),
             max_failed_logins=s.integer("max_failed_logins", minimum=0),
             failed_login_window=s.integer("failed_login_window", minimum=1),
+            issuers=_issuers(s),
+            jwks_min_refresh=s.number("jwks_min_refresh", minimum=0),
+            jwks_timeout=s.duration("jwks_timeout"),
         )
     )
     s.finish()
     return config
+
+
+def _issuers(s: Section) -> tuple[IssuerConfig, ...] | None:
+    issuers = [_issuer(s, index, raw) for index, raw in enumerate(s.sequence("issuers"))]
+    names = [i.issuer for i in issuers if i is not None]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        s.error("issuers", f"issuer {duplicate!r} is declared twice")
+    return tuple(i for i in issuers if i is not None) if s.has("issuers") else None
+
+
+def _issuer(parent: Section, index: int, raw: object) -> IssuerConfig | None:
+    s = Section(raw, parent.key_path(f"issuers[{index}]"), parent.errors)
+    issuer = s.string("issuer", required=True)
+    audience = s.string("audience", required=True)
+    jwks_url = s.string("jwks_url")
+    jwks_file = s.string("jwks_file")
+    if jwks_url is None and jwks_file is None:
+        s.error("jwks_url", "required (or jwks_file)")
+    elif jwks_url is not None and jwks_file is not None:
+        s.error("jwks_url", "give jwks_url or jwks_file, not both")
+    if jwks_url is not None and not re.match(r"^https?://[^/\s]+", jwks_url):
+        s.error("jwks_url", f"must be an http(s) URL (got {jwks_url!r})")
+    jwks = _jwks_file(s, jwks_file) if jwks_file is not None else None
+    algorithms = _strings(s, "algorithms", _issuer_algorithm)
+    if s.raw("algorithms") == []:
+        s.error("algorithms", "must list at least one algorithm")
+    claims = s.section("claims")
+    mapped = IssuerClaims(
+        **given(
+            group=claims.string("group"),
+            email=claims.string("email"),
+            subject=claims.string("subject"),
+        )
+    )
+    claims.finish()
+    s.finish()
+    if not issuer or not audience:
+        return None
+    return IssuerConfig(
+        **given(
+            issuer=issuer,
+            audience=audience,
+            jwks_url=jwks_url,
+            jwks=jwks,
+            algorithms=algorithms or None,
+            claims=mapped,
+        )
+    )
+
+
+def _issuer_algorithm(value: str) -> str | None:
+    if value in ISSUER_ALGORITHMS:
+        return None
+    return f"must be one of {', '.join(ISSUER_ALGORITHMS)} (got {value!r})"
+
+
+def _jwks_file(s: Section, path: str) -> str | None:
+    """The file's text if it holds a JWKS (``{"keys": [...]}``); its keys are parsed later."""
+    try:
+        text = Path(path).read_text()
+        keys = json.loads(text).get("keys")
+    except (OSError, ValueError, AttributeError) as exc:
+        s.error("jwks_file", f"cannot read a JWKS from {path!r}: {exc}")
+        return None
+    if not isinstance(keys, list):
+        s.error("jwks_file", f"{path!r} must hold a JSON object with a list of keys")
+        return None
+    return text
 
 
 def _presign(s: Section) -> PresignConfig:

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.auth.archive_links import ArchiveLinkSigner
 from proxy.auth.binding import FINGERPRINT_HEADER, fingerprint_matches
 from proxy.auth.errors import Unauthorized
+from proxy.auth.issuers import IssuerTokens
 from proxy.auth.links import LimitedLink, LinkSigner
 from proxy.auth.tokens import Caller, TokenAuthority, TokenRequest
 from proxy.common.caches import BoundedCache
@@ -114,6 +115,7 @@ class Endpoints:
     state: StateStore
     downloads: CallerBudget  # limits.downloads_per_minute, per (client id, subject)
     presigns: CallerBudget  # limits.presigns_per_minute
+    issuers: IssuerTokens | None = None  # auth.issuers: the application's identity providers
     accel: AccelRedirect | None = None
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
@@ -142,10 +144,14 @@ class Endpoints:
             Route("/openapi.json", Handler(self.openapi), methods=["GET"]),
         ]
 
-    def caller(self, request: Request) -> Caller:
+    async def caller(self, request: Request) -> Caller:
         try:
             token = bearer_token(request.headers.get("authorization"))
-            caller = self.tokens.verify(token)
+            provider = self.issuers.provider_of(token) if self.issuers else None
+            if provider is not None:
+                caller = await provider.verify(token)
+            else:
+                caller = self.tokens.verify(token)
         except (Unauthorized, BearerRefused) as exc:
             presented = not isinstance(exc, BearerRefused) or exc.headers != NO_TOKEN
             if (metered := instruments.active()) is not None:
@@ -243,7 +249,7 @@ class Endpoints:
         )
 
     async def presign(self, request: Request) -> Response:
-        caller = self.caller(request)  # the token is checked before anything else
+        caller = await self.caller(request)  # the token is checked before anything else
         if self.presigns.per_minute is not None:
             await self.spend(self.presigns, caller)
         body = await json_object(request)
@@ -273,7 +279,7 @@ class Endpoints:
         return ok({"download_url": url})
 
     async def archive_link(self, request: Request) -> Response:
-        caller = self.caller(request)  # the token is checked before anything else
+        caller = await self.caller(request)  # the token is checked before anything else
         if self.presigns.per_minute is not None:
             await self.spend(self.presigns, caller)
         assert self.archives is not None
@@ -330,11 +336,11 @@ class Endpoints:
         return url
 
     async def missing_id(self, request: Request) -> Response:
-        self.caller(request)
+        await self.caller(request)
         raise DocumentIdRequired()
 
     async def download(self, request: Request) -> Response:
-        caller = self.caller(request)
+        caller = await self.caller(request)
         if self.downloads.per_minute is not None:
             await self.spend(self.downloads, caller)
         document_id = self.check_document(document_id_from(request.path_params["document_id"]))
