@@ -34,10 +34,13 @@ def state_store(settings: Settings) -> StateStore:
 
 
 def state_file(settings: Settings) -> str:
-    """``state.path``, else beside the SQLite catalog, else beside the config file."""
+    """``state.path``, else beside the embedded catalog, else beside the config file.
+
+    Never beside an operator's own SQLite catalog: docproxy only reads the operator's folders.
+    """
     if settings.state.path:
         return settings.state.path
-    if settings.catalog.url.startswith("sqlite"):
+    if settings.catalog.embedded:
         return str(Path(sqlite_file(settings.catalog.url)).with_name(STATE_FILE))
     source = Path(settings.source)
     return str((source.parent if source.is_file() else Path.cwd()) / STATE_FILE)
