@@ -28,12 +28,16 @@ from proxy.metrics import instruments
 
 logger = logging.getLogger("docproxy")
 
+# The ASGI extension (offered by docproxy's server protocol) that resets the connection.
+ABORT_EXTENSION = "docproxy.abort"
+
 # Bodies up to this size go out without a disconnect watcher (one storage read, one send).
 SINGLE_MESSAGE_LIMIT = 64 * 1024
 
 
 class DownloadAborted(Exception):
-    """Raised out of the ASGI app so the server drops the connection mid-body."""
+    """Raised out of the ASGI app so a server without the abort extension drops the
+    connection mid-body."""
 
 
 class DownloadResponse(Response):
@@ -123,7 +127,10 @@ class DownloadResponse(Response):
             else:  # the audit event is the download's line
                 self._audit(outcome, self._sent)
         if self._failure is not None:
-            raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+            abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+            if abort is None:
+                raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
+            abort()
 
     def _count(self, metered: instruments.Instruments, outcome: str) -> None:
         metered.open_streams.dec()

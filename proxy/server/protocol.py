@@ -36,6 +36,7 @@ from proxy.http.errors import (
     TooManyConnections,
     answer_for,
 )
+from proxy.http.streaming import ABORT_EXTENSION
 from proxy.runtime.drain import begin_draining
 from proxy.server.config import ServerLimits
 from proxy.server.hosts import allowed, host_name
@@ -132,6 +133,9 @@ class EdgeProtocol(HttpToolsProtocol):
         self._answered = False  # a refusal went out: later bytes are dropped
         self._linger_timer: asyncio.TimerHandle | None = None
         self._dropped = 0
+        # Offered to every request on this connection: a response cut by a store fault
+        # resets the connection itself instead of raising out of the app (a traceback).
+        self._extensions = {ABORT_EXTENSION: self._abort_response}
 
     # Connection
 
@@ -199,6 +203,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._fields = 0
+        self.scope["extensions"] = self._extensions
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -348,6 +353,15 @@ class EdgeProtocol(HttpToolsProtocol):
             with contextlib.suppress(OSError):  # already gone
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.transport.abort()
+
+    def _abort_response(self) -> None:
+        """Cut the response in progress: reset, and its cycle counts as disconnected so the
+        server neither logs an error nor waits for the rest of the body."""
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.abort()
 
     # Answers
 

@@ -20,6 +20,9 @@ from proxy.documents.disposition import content_disposition
 from tests.harness import assert_envelope, run_cli
 from tests.samples import insert_document, pdf_bytes, sha256, txt_bytes
 
+# A cut archive reaches the client as a reset, or as a close short of Content-Length.
+CUT = (httpx.RemoteProtocolError, httpx.ReadError)
+
 
 def add(service, folder: Path, data: bytes, name: str, group: str | None = None) -> str:
     """Copy ``data`` into the local store and register it (as ``documents add`` does)."""
@@ -337,7 +340,7 @@ def test_an_object_gone_mid_archive_aborts_it(service, token, folder):
     stored = Path(load_settings(service.config_path).storage.backends[0].local_root) / path
     link = link_for(service, token, [first, second])
     received = 0
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", link, timeout=30) as r:
+    with pytest.raises(CUT), httpx.stream("GET", link, timeout=30) as r:
         assert r.status_code == 200
         for chunk in r.iter_raw():
             if received == 0:
@@ -345,6 +348,7 @@ def test_an_object_gone_mid_archive_aborts_it(service, token, folder):
             received += len(chunk)
     assert received < int(r.headers["content-length"])
     assert "aborted by storage" in service.log()
+    assert "Traceback" not in service.log()
 
 
 def test_a_client_that_goes_away_stops_the_reads(service, token, folder):
@@ -457,7 +461,7 @@ def test_a_document_rewritten_mid_archive_aborts_it(service, token, folder):
     stored = Path(load_settings(service.config_path).storage.backends[0].local_root) / path
     link = link_for(service, token, [first, second])
     received = 0
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", link, timeout=30) as r:
+    with pytest.raises(CUT), httpx.stream("GET", link, timeout=30) as r:
         assert r.status_code == 200
         for chunk in r.iter_raw():
             if received == 0:
