@@ -50,6 +50,25 @@ class PresignRequest:
     content_type: str
 
 
+class FileSpan(Protocol):
+    """Bytes ``[start, end)`` of an open local file, pinned to the version ``stat`` saw, for a
+    caller that sends them itself (``sendfile``) instead of reading them through Python.
+    ``LocalBackend.open_span`` makes one; the caller must ``close`` it."""
+
+    fd: int
+    start: int
+    end: int
+
+    def check(self) -> None:
+        """Raise ``ObjectChanged`` when the file is no longer the pinned version, or
+        ``StorageError`` when it now ends before ``end``."""
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset``; ``StorageError`` when fewer are there."""
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class StorageBackend(Protocol):
     """One configured store. Instances are created once and shared by all requests."""

@@ -162,6 +162,26 @@ class LocalBackend:
         finally:
             os.close(fd)
 
+    async def open_span(
+        self, key: str, start: int, end: int, version: Hashable | None = None
+    ) -> LocalSpan:
+        """Bytes ``[start, end)`` of ``key`` as an open file, checked against ``version`` now;
+        the caller checks it again after each piece it sends (see ``LocalSpan``)."""
+        path = self._path(key)
+        try:
+            fd = await anyio.to_thread.run_sync(_open_read_only, path)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+        except OSError as exc:
+            raise StorageError(f"open {key!r}: {exc}") from exc
+        span = LocalSpan(fd, start, end, key, version)
+        try:
+            span.check()
+        except BaseException:
+            span.close()
+            raise
+        return span
+
     async def _read_chunk(self, fd: int, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``, fewer only at the end of the file.
 
@@ -206,6 +226,45 @@ class LocalBackend:
         root = self._real_root
         if not await anyio.to_thread.run_sync(_readable_folder, root):
             raise StorageError(f"{self.name}: {root} is not a readable folder")
+
+
+class LocalSpan:
+    """An open file, pinned like ``stream_range``'s reads: its bytes leave by ``sendfile``
+    without passing through Python, so the pin is checked after each piece instead of after
+    each read (``check``)."""
+
+    __slots__ = ("end", "fd", "key", "start", "version")
+
+    def __init__(self, fd: int, start: int, end: int, key: str, version: Hashable | None) -> None:
+        self.fd = fd
+        self.start = start
+        self.end = end
+        self.key = key
+        self.version = version
+
+    def check(self) -> None:
+        try:
+            st = os.fstat(self.fd)
+        except OSError as exc:
+            raise StorageError(f"stat {self.key!r}: {exc}") from exc
+        if self.version is not None and _version(st) != self.version:
+            raise ObjectChanged(f"{self.key!r} changed during the read")
+        if st.st_size < self.end:
+            raise StorageError(f"{self.key!r} ended {self.end - st.st_size} bytes early")
+
+    def read(self, offset: int, size: int) -> bytes:
+        try:
+            data = os.pread(self.fd, size, offset)
+        except OSError as exc:
+            raise StorageError(f"read {self.key!r}: {exc}") from exc
+        if len(data) != size:
+            raise StorageError(f"{self.key!r} ended {size - len(data)} bytes early")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _readable_folder(path: str) -> bool:

@@ -121,7 +121,10 @@ def make_file(path: Path, size: int) -> None:
 
 def redis_missing(url: str) -> str | None:
     """Why Redis at ``url`` cannot be used, or None."""
-    import redis
+    try:
+        import redis
+    except ImportError:
+        return "the redis client is not installed (pip install redis)"
 
     try:
         with redis.Redis.from_url(url, socket_connect_timeout=2) as client:

@@ -176,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
         downloads=CallerBudget(state, "downloads", settings.limits.downloads_per_minute),
         presigns=CallerBudget(state, "presigns", settings.limits.presigns_per_minute),
         accel=AccelRedirect.from_settings(settings),
+        sendfile=settings.download.sendfile,
         archives=ArchiveService(
             documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
         ),

@@ -166,6 +166,10 @@ class DownloadConfig:
     sniff_bytes: int = 2048
     # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
     send_timeout: float = 60.0
+    # Local files leave by sendfile(2) on plain TCP: far less CPU, but the kernel sends what
+    # the page cache holds when it transmits, so an in-place rewrite mid-download can put new
+    # bytes in the (cut) body. For roots whose files are only ever replaced whole.
+    sendfile: bool = False
     accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
 
 
@@ -569,6 +573,7 @@ def _download(s: Section) -> DownloadConfig:
             sniff_bytes=s.integer("sniff_bytes", minimum=0),
             inline_types=_inline_types(s),
             send_timeout=s.duration("send_timeout"),
+            sendfile=s.boolean("sendfile"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
         )
     )

@@ -14,7 +14,8 @@ class DownloadStats:
     ``bytes_sent`` what they sent. ``object_reads`` counts body reads when their iteration starts
     (so a HEAD or a 304, which never iterate, leave it unchanged); ``ranged_reads`` those of them
     that are not the whole object; ``sniff_reads`` the first-bytes reads for MIME sniffing;
-    ``bytes_read`` the bytes the stores yielded to body reads.
+    ``bytes_read`` the bytes the stores yielded to body reads (or that left straight from a
+    local file); ``zero_copy`` the bodies sent from a local file with ``sendfile``.
     """
 
     open_streams: int = 0
@@ -25,3 +26,4 @@ class DownloadStats:
     ranged_reads: int = 0
     sniff_reads: int = 0
     bytes_read: int = 0
+    zero_copy: int = 0

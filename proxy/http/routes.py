@@ -117,6 +117,7 @@ class Endpoints:
     presigns: CallerBudget  # limits.presigns_per_minute
     issuers: IssuerTokens | None = None  # auth.issuers: the application's identity providers
     accel: AccelRedirect | None = None
+    sendfile: bool = False  # download.sendfile: local bodies offered to the server as files
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
     failed_logins: FailedLogins = field(default_factory=lambda: FailedLogins(None))
@@ -431,8 +432,9 @@ class Endpoints:
             start, stop = selection.byte_range.start, selection.byte_range.stop
             headers["content-range"] = selection.byte_range.content_range()
             headers["content-length"] = str(selection.byte_range.length)
+        read = self.documents.stream(resolved, start, stop)
         return DownloadResponse(
-            self.documents.stream(resolved, start, stop),
+            read,
             status_code=selection.status,
             headers=headers,
             length=stop - start,
@@ -440,6 +442,7 @@ class Endpoints:
             label=repr(resolved.document.id),
             trail=trail and {**trail, "range": headers.get("content-range")},
             backend=resolved.backend.name,
+            files=read if self.sendfile else None,
         )
 
     async def openapi(self, request: Request) -> Response:

@@ -3,15 +3,18 @@
 Backpressure comes from awaiting ``send``: uvicorn pauses us while the socket buffer is full,
 so at most a couple of chunks per connection are ever in memory. A storage fault after the
 headers went out must not look like a clean end of body, so it aborts the connection.
+
+A local file on a plain TCP connection goes out with ``sendfile(2)`` instead (the server's
+``docproxy.sendfile`` extension): from the page cache to the socket, never through Python.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -19,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.documents.errors import StoreFailed
+from proxy.documents.service import OpenFile
 from proxy.documents.stats import DownloadStats
 from proxy.http import audit
 from proxy.http.accesslog import log_download
@@ -31,8 +35,26 @@ logger = logging.getLogger("docproxy")
 # The ASGI extension (offered by docproxy's server protocol) that resets the connection.
 ABORT_EXTENSION = "docproxy.abort"
 
-# Bodies up to this size go out without a disconnect watcher (one storage read, one send).
+# The ASGI extension (offered by docproxy's server protocol on plain TCP connections) that
+# sends bytes of a file with sendfile(2): ``await sendfile(fd, offset, count)`` makes one
+# sendfile call and returns the bytes it sent, or 0 after waiting for a full socket to take
+# bytes again (so the file is checked before the next ones leave). It raises
+# ``BlockingIOError`` while the response head is still buffered (nothing sent: the body goes
+# the usual way), ``ConnectionError`` when the connection is cut (client gone, send timeout,
+# shutdown) and ``EOFError`` when the file ends early (the connection is reset).
+SENDFILE_EXTENSION = "docproxy.sendfile"
+
+# Bodies up to this size go out without a disconnect watcher (one storage read, one send),
+# and never by sendfile: one read is as cheap as sendfile's extra calls for them.
 SINGLE_MESSAGE_LIMIT = 64 * 1024
+
+SendFile = Callable[[int, int, int], Awaitable[int]]
+
+
+class FileSource(Protocol):
+    """A body that may also be had as an open local file (a document's ``CountedRead``)."""
+
+    async def open_file(self) -> OpenFile | None: ...
 
 
 class DownloadAborted(Exception):
@@ -54,8 +76,10 @@ class DownloadResponse(Response):
         label: str,
         trail: dict[str, Any] | None = None,
         backend: str = "",
+        files: FileSource | None = None,
     ) -> None:
         self.chunks = chunks
+        self.files = files  # offers the body as a local file, for sendfile
         self.status_code = status_code
         self.background = None
         self.stats = stats
@@ -79,15 +103,24 @@ class DownloadResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             self._audit("complete", 0)
             return
-        # The first chunk is read before the headers go out: a store that fails at once
-        # (open refused, I/O error) still gets the API's 500 instead of a cut 200.
-        try:
-            self._first = await anext(aiter(self.chunks), b"")
-        except StoreFailed as exc:
-            logger.error("download %s: storage failed before the first byte: %s", self.label, exc)
-            await error_response(exc, Action.DOWNLOAD)(scope, receive, send)
-            self._audit("failed by storage", 0)
-            return
+        sendfile: SendFile | None = None
+        if self.files is not None and not self._is_single_message():
+            sendfile = scope.get("extensions", {}).get(SENDFILE_EXTENSION)
+        opened = await self._open_file() if sendfile is not None else None
+        if opened is None:
+            # The first chunk is read before the headers go out: a store that fails at once
+            # (open refused, I/O error) still gets the API's 500 instead of a cut 200.
+            try:
+                self._first = await anext(aiter(self.chunks), b"")
+            except StoreFailed as exc:
+                logger.error(
+                    "download %s: storage failed before the first byte: %s", self.label, exc
+                )
+                await error_response(exc, Action.DOWNLOAD)(scope, receive, send)
+                self._audit("failed by storage", 0)
+                return
+        else:
+            self._first = b""
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
@@ -98,21 +131,15 @@ class DownloadResponse(Response):
         self._failure: StoreFailed | None = None
         outcome = "aborted by client"
         try:
-            if self._is_single_message():
-                # Nothing to stop early for a body this small: a disconnect watcher task and
-                # its task group would cost more than sending it.
-                outcome = self._outcome(await self._pump(send))
-            else:
-                async with anyio.create_task_group() as group:
-
-                    async def watch_disconnect() -> None:
-                        while (await receive())["type"] != "http.disconnect":
-                            pass
-                        group.cancel_scope.cancel()
-
-                    group.start_soon(watch_disconnect)
-                    outcome = self._outcome(await self._pump(send))
-                    group.cancel_scope.cancel()
+            complete = None
+            if opened is not None and sendfile is not None:
+                try:
+                    complete = await self._send_file(opened, sendfile, send)
+                finally:
+                    opened.close()
+            if complete is None:  # today's path: no file, or the server could not start
+                complete = await self._stream(receive, send)
+            outcome = self._outcome(complete)
         finally:
             self.stats.open_streams -= 1
             self.stats.bytes_sent += self._sent
@@ -131,6 +158,79 @@ class DownloadResponse(Response):
             if abort is None:
                 raise DownloadAborted(f"storage failed mid-stream: {self._failure}")
             abort()
+
+    async def _open_file(self) -> OpenFile | None:
+        """The body as an open local file, or None to read it the usual way (a store without
+        files, or any fault: the usual path then answers it as it always has)."""
+        assert self.files is not None
+        try:
+            return await self.files.open_file()
+        except StoreFailed:
+            return None
+
+    async def _stream(self, receive: Receive, send: Send) -> bool:
+        """Send the body read chunk by chunk, stopping early when the client goes away."""
+        if self._is_single_message():
+            # Nothing to stop early for a body this small: a disconnect watcher task and
+            # its task group would cost more than sending it.
+            return await self._pump(send)
+        complete = False
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            complete = await self._pump(send)
+            group.cancel_scope.cancel()
+        return complete
+
+    async def _send_file(self, opened: OpenFile, sendfile: SendFile, send: Send) -> bool | None:
+        """Send the body with sendfile: True when complete, False when cut (``_failure`` set
+        when by the store), None when the server could not start (nothing sent).
+
+        The file is checked after each piece, so a rewrite is caught at the next one, and the
+        last byte is read and checked before it goes out as the final message: a body whose
+        bytes changed on the way never ends complete. No disconnect watcher is needed: the
+        server's sendfile raises ``ConnectionError`` once the client is gone.
+        """
+        position, last = opened.start, opened.end - 1
+        try:
+            while position < last:
+                try:
+                    sent = await sendfile(opened.fd, position, last - position)
+                except BlockingIOError:
+                    if position == opened.start:
+                        return None
+                    raise
+                except ConnectionError:
+                    return False
+                except EOFError as exc:
+                    opened.check()  # says how it ended early
+                    ended = f"the file ended {opened.end - position} bytes early"
+                    raise StoreFailed(ended) from exc
+                except OSError as exc:  # reading the file failed
+                    raise StoreFailed(f"sendfile: {exc}") from exc
+                if position == opened.start and sent:
+                    self.stats.zero_copy += 1
+                position += sent
+                self._sent += sent
+                opened.count_sent(sent)
+                opened.check()
+            tail = opened.read(last, 1)
+            opened.check()
+        except StoreFailed as exc:
+            logger.error(
+                "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc
+            )
+            self._failure = exc
+            return False
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        self._sent += 1
+        opened.count_sent(1)
+        return True
 
     def _count(self, metered: instruments.Instruments, outcome: str) -> None:
         metered.open_streams.dec()

@@ -7,6 +7,9 @@ download whose reader makes no progress for ``download.send_timeout``; a slower 
 its stream under backpressure. On shutdown, running responses get ``server.shutdown_timeout``
 to finish, then their connections are reset, never ended as if complete.
 
+On a plain TCP connection the ``docproxy.sendfile`` extension sends a local file's bytes with
+``sendfile(2)``; the same send timeout and shutdown reset apply to it.
+
 Refusals are one INFO line each: a client's junk must never become an ERROR or a traceback.
 """
 
@@ -14,15 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 import struct
 import time
+from functools import partial
 from typing import Any, NoReturn
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from proxy.http.envelope import request_error_body
@@ -36,7 +46,7 @@ from proxy.http.errors import (
     TooManyConnections,
     answer_for,
 )
-from proxy.http.streaming import ABORT_EXTENSION
+from proxy.http.streaming import ABORT_EXTENSION, SENDFILE_EXTENSION
 from proxy.runtime.drain import begin_draining
 from proxy.server.config import ServerLimits
 from proxy.server.hosts import allowed, host_name
@@ -48,6 +58,10 @@ _RESET = struct.pack("ii", 1, 0)
 # How long a refused connection's late bytes are read and dropped before it is closed.
 _LINGER = 2.0
 _LINGER_BYTES = 256 * 1024
+# What sendfile(2) raises when the client is gone rather than the file unreadable.
+_SOCKET_GONE = frozenset(
+    (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
+)
 # A flood of refused connections logs one line per interval, with the count.
 _REFUSAL_LOG_INTERVAL = 10.0
 
@@ -133,9 +147,11 @@ class EdgeProtocol(HttpToolsProtocol):
         self._answered = False  # a refusal went out: later bytes are dropped
         self._linger_timer: asyncio.TimerHandle | None = None
         self._dropped = 0
-        # Offered to every request on this connection: a response cut by a store fault
-        # resets the connection itself instead of raising out of the app (a traceback).
-        self._extensions = {ABORT_EXTENSION: self._abort_response}
+        # While a sendfile waits for a full socket: a duplicate of the socket's descriptor
+        # (uvloop refuses a writer on the transport's own), and the wait's outcome.
+        self._socket_fd = -1
+        self._watched: int | None = None
+        self._writable: asyncio.Future[str] | None = None
 
     # Connection
 
@@ -146,8 +162,13 @@ class EdgeProtocol(HttpToolsProtocol):
             self._answer(TooManyConnections())
             return
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            # Plain TCP only: through TLS the bytes must pass through the encryption.
+            self._socket_fd = sock.fileno()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watching("cut")
         timers = (self._head_timer, self._body_timer, self._send_timer, self._drain_timer)
         for timer in (*timers, self._linger_timer):
             if timer is not None:
@@ -203,7 +224,6 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._fields = 0
-        self.scope["extensions"] = self._extensions
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -226,9 +246,21 @@ class EdgeProtocol(HttpToolsProtocol):
             self._head_timer = None
         has_body = self._check_headers()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            self.scope["extensions"] = self._extensions_for(cycle)
         if has_body:
             self._body_seen = self.loop.time()
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_expired)
+
+    def _extensions_for(self, cycle: RequestResponseCycle) -> dict[str, Any]:
+        """What this request's app may call, bound to its own cycle (a pipelined request has
+        its cycle made while the one before is still answering). A response cut by a store
+        fault resets the connection itself instead of raising out of the app (a traceback)."""
+        extensions: dict[str, Any] = {ABORT_EXTENSION: partial(self._abort_response, cycle)}
+        if self._socket_fd >= 0:
+            extensions[SENDFILE_EXTENSION] = partial(self._send_file, cycle)
+        return extensions
 
     def _check_headers(self) -> bool:
         """Refuse a bad ``Host``; True when a body follows the head."""
@@ -324,6 +356,87 @@ class EdgeProtocol(HttpToolsProtocol):
         )
         self.abort()
 
+    # Zero-copy sends
+
+    async def _send_file(
+        self, cycle: RequestResponseCycle, fd: int, offset: int, count: int
+    ) -> int:
+        """One ``sendfile(2)`` of up to ``count`` bytes of ``fd`` at ``offset``: the bytes
+        sent, or 0 after waiting (at most ``send_timeout``) for a full socket to take more.
+        Raises as ``proxy.http.streaming.SENDFILE_EXTENSION`` says; a cut connection is reset
+        and its cycle counts as disconnected, as with ``_abort_response``."""
+        if cycle.disconnected or self._finished():
+            self._abort_response(cycle)  # its connection_lost may be still to come
+            raise ConnectionAbortedError("the connection is closed")
+        if (
+            not cycle.response_started
+            or cycle.response_complete
+            or cycle.chunked_encoding is not False
+            or cycle.scope["method"] == "HEAD"
+        ):
+            raise RuntimeError("sendfile needs a started response with a Content-Length")
+        if count > cycle.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        if self.transport.get_write_buffer_size():
+            # uvloop writes the head at the end of this loop iteration: let it go first.
+            await asyncio.sleep(0)
+            if cycle.disconnected or self._finished():
+                self._abort_response(cycle)
+                raise ConnectionAbortedError("the connection is closed")
+            if self.transport.get_write_buffer_size():
+                raise BlockingIOError("the response head is still buffered")
+        try:
+            sent = os.sendfile(self._socket_fd, fd, offset, count)
+        except BlockingIOError:
+            await self._wait_writable(cycle)
+            return 0
+        except OSError as exc:
+            if exc.errno not in _SOCKET_GONE:
+                raise  # the file could not be read: the caller's store fault
+            self._abort_response(cycle)
+            raise ConnectionResetError("the client is gone") from exc
+        if sent == 0 and count:
+            self._abort_response(cycle)
+            raise EOFError("the file ended early")
+        cycle.expected_content_length -= sent
+        return sent
+
+    async def _wait_writable(self, cycle: RequestResponseCycle) -> None:
+        """Until the socket takes bytes again; ``ConnectionError`` when the connection is cut
+        meanwhile, or aborted here after ``send_timeout`` without room."""
+        loop = self.loop
+        waiter: asyncio.Future[str] = loop.create_future()
+        watched = os.dup(self._socket_fd)
+        self._watched, self._writable = watched, waiter
+        timer = loop.call_later(self.send_timeout, _settle, waiter, "stalled")
+        try:
+            loop.add_writer(watched, _settle, waiter, "ready")
+            outcome = await waiter
+        finally:
+            timer.cancel()
+            self._stop_watching("cut")
+        if outcome == "ready":
+            return
+        if outcome == "stalled":
+            logger.info(
+                "aborted a response to %s: no progress for %gs (download.send_timeout)",
+                self._peer(),
+                self.send_timeout,
+            )
+        self._abort_response(cycle)
+        raise ConnectionAbortedError("the connection was cut")
+
+    def _stop_watching(self, outcome: str) -> None:
+        """Drop the duplicate descriptor (it keeps the socket open: a reset must come after)
+        and end a wait in progress with ``outcome``."""
+        watched, waiter = self._watched, self._writable
+        self._watched = self._writable = None
+        if watched is not None:
+            self.loop.remove_writer(watched)
+            os.close(watched)
+        if waiter is not None:
+            _settle(waiter, outcome)
+
     # Shutdown
 
     def shutdown(self) -> None:
@@ -348,19 +461,18 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def abort(self) -> None:
         """Reset the connection: the client sees a cut, never a clean end of body."""
+        self._stop_watching("cut")  # its duplicate descriptor would hold the socket open
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):  # already gone
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.transport.abort()
 
-    def _abort_response(self) -> None:
-        """Cut the response in progress: reset, and its cycle counts as disconnected so the
+    def _abort_response(self, cycle: RequestResponseCycle) -> None:
+        """Cut ``cycle``'s response: reset, and the cycle counts as disconnected so the
         server neither logs an error nor waits for the rest of the body."""
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.disconnected = True
-            cycle.message_event.set()
+        cycle.disconnected = True
+        cycle.message_event.set()
         self.abort()
 
     # Answers
@@ -409,3 +521,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+
+
+def _settle(waiter: asyncio.Future[str], outcome: str) -> None:
+    if not waiter.done():
+        waiter.set_result(outcome)

@@ -1,0 +1,277 @@
+"""Local files on a plain TCP connection go out with sendfile(2), straight from the page cache:
+byte-exact (whole, ranges, one connection after another), and every other promise of a download
+kept on that path: HEAD, keep-alive, backpressure with flat memory, disconnects, the send
+timeout, and a file cut short under the download.
+
+``/healthz``'s ``zero_copy`` counts the bodies sent that way, so each test shows the path taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.harness import run_cli
+from tests.http.test_large_file import MemorySampler, write_big_file
+from tests.samples import insert_document
+from tests.server.raw import connect, parse, send_all
+
+MiB = 1024 * 1024
+SIZE = 64 * MiB
+SENDFILE = {"download": {"sendfile": True}}
+
+
+@pytest.fixture(scope="module")
+def service(make_module_service):
+    service = make_module_service({"download": {"send_timeout": 1, "sendfile": True}})
+    workdir = service.config_path.parent
+    service.data = os.urandom(SIZE)
+    (workdir / "files" / "big.bin").write_bytes(service.data)
+    insert_document(workdir / "docproxy.db", "big", file_path="big.bin", name="big.bin")
+    service.auth = f"Authorization: Bearer {service.token()}"
+    return service
+
+
+def request_bytes(path: str, *headers: str, method: str = "GET", close: bool = False) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def read_response(sock: socket.socket, buffered: bytearray, *, head_only: bool = False) -> tuple:
+    """One response from ``sock`` (bytes after it stay in ``buffered``): status, headers, body."""
+    while b"\r\n\r\n" not in buffered:
+        chunk = sock.recv(MiB)
+        assert chunk, bytes(buffered[:200])
+        buffered += chunk
+    end = buffered.index(b"\r\n\r\n") + 4
+    reply = parse(bytes(buffered[:end]))
+    length = 0 if head_only else int(reply.headers["content-length"])
+    while len(buffered) < end + length:
+        chunk = sock.recv(4 * MiB)
+        assert chunk, f"closed after {len(buffered) - end} of {length} body bytes"
+        buffered += chunk
+    body = bytes(buffered[end : end + length])
+    del buffered[: end + length]
+    return reply.status, reply.headers, body
+
+
+def counters(service) -> dict[str, int]:
+    return service.health()
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_whole_file_range_and_head_on_one_keep_alive_connection(service):
+    before = counters(service)
+    buffered = bytearray()
+    with connect(service.port, timeout=30) as sock:
+        send_all(sock, request_bytes("/download/big", service.auth))
+        status, headers, body = read_response(sock, buffered)
+        assert status == 200 and headers["content-length"] == str(SIZE)
+        assert hashlib.sha256(body).digest() == hashlib.sha256(service.data).digest()
+
+        # The next request on the same connection: a range in the middle, then its end.
+        start, stop = 3 * MiB + 17, 41 * MiB + 5
+        send_all(sock, request_bytes("/download/big", service.auth, f"Range: bytes={start}-{stop}"))
+        status, headers, body = read_response(sock, buffered)
+        assert status == 206
+        assert headers["content-range"] == f"bytes {start}-{stop}/{SIZE}"
+        assert body == service.data[start : stop + 1]
+
+        send_all(sock, request_bytes("/download/big", service.auth, "Range: bytes=-100000"))
+        status, _, body = read_response(sock, buffered)
+        assert status == 206 and body == service.data[-100000:]
+
+        # HEAD: the head alone, and the connection still answers after it.
+        send_all(sock, request_bytes("/download/big", service.auth, method="HEAD"))
+        status, headers, _ = read_response(sock, buffered, head_only=True)
+        assert status == 200 and headers["content-length"] == str(SIZE)
+        send_all(sock, request_bytes("/healthz", close=True))
+        status, _, body = read_response(sock, buffered)
+        assert status == 200 and b'"zero_copy"' in body
+        assert not buffered and sock.recv(1) == b""  # closed as asked, nothing extra
+    after = counters(service)
+    assert after["zero_copy"] - before["zero_copy"] == 3  # the GETs, not the HEAD
+    sent = SIZE + (stop + 1 - start) + 100000
+    assert after["bytes_sent"] - before["bytes_sent"] == sent
+    assert after["bytes_read"] - before["bytes_read"] == sent
+    assert after["completed"] - before["completed"] == 3  # a HEAD sends no body
+
+
+def test_pipelined_requests_are_answered_in_order(service):
+    buffered = bytearray()
+    with connect(service.port, timeout=30) as sock:
+        send_all(
+            sock,
+            request_bytes("/download/big", service.auth, "Range: bytes=0-99999")
+            + request_bytes("/download/big", service.auth, "Range: bytes=100000-299999")
+            + request_bytes("/livez", close=True),
+        )
+        assert read_response(sock, buffered)[2] == service.data[:100000]
+        assert read_response(sock, buffered)[2] == service.data[100000:300000]
+        assert read_response(sock, buffered)[0] == 200
+
+
+def test_slow_readers_keep_memory_flat(service):
+    """Four readers far slower than the server: the bodies stay in the page cache and the
+    socket buffers, not in the server's memory."""
+    service.health()  # warm
+    rss_before, _ = service.memory_kib()
+    digests: list[bytes] = []
+
+    def read_slowly() -> None:
+        buffered = bytearray()
+        with connect(service.port, timeout=60) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            send_all(sock, request_bytes("/download/big", service.auth, "Range: bytes=0-8388607"))
+            while b"\r\n\r\n" not in buffered:
+                buffered += sock.recv(65536)
+            body = bytearray(buffered[buffered.index(b"\r\n\r\n") + 4 :])
+            while len(body) < 8 * MiB:
+                body += sock.recv(128 * 1024)
+                time.sleep(0.01)
+        digests.append(hashlib.sha256(body).digest())
+
+    with MemorySampler(service) as sampler:
+        readers = [threading.Thread(target=read_slowly) for _ in range(4)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(timeout=120)
+    growth = sampler.peak_kib - rss_before
+    print(f"\n4 slow readers by sendfile: server RSS growth {growth} KiB")
+    assert digests == [hashlib.sha256(service.data[: 8 * MiB]).digest()] * 4
+    assert growth < 4 * 1024  # at most 1 MiB per download
+
+
+def test_a_client_that_goes_away_is_counted_and_logged_as_such(service):
+    before = counters(service)
+    with connect(service.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        send_all(sock, request_bytes("/download/big", service.auth))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    assert wait_for(lambda: counters(service)["aborted"] == before["aborted"] + 1)
+    after = counters(service)
+    assert after["zero_copy"] == before["zero_copy"] + 1
+    assert after["completed"] == before["completed"]
+    assert 0 < after["bytes_sent"] - before["bytes_sent"] < SIZE
+    assert "download 'big' aborted by client" in service.log()
+    assert "Traceback" not in service.log() and "ERROR" not in service.log()
+
+
+def test_a_reader_that_stops_is_reset_after_the_send_timeout(service):
+    before = counters(service)
+    with connect(service.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        send_all(sock, request_bytes("/download/big", service.auth))
+        received = len(sock.recv(65536))
+        time.sleep(3)  # three send timeouts without taking a byte
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(MiB):
+                received += len(chunk)
+    assert received < SIZE
+    assert "no progress for 1s (download.send_timeout)" in service.log()
+    assert wait_for(lambda: counters(service)["aborted"] == before["aborted"] + 1)
+    assert counters(service)["zero_copy"] == before["zero_copy"] + 1
+
+
+def test_a_file_cut_short_under_the_download_resets_it(make_service, tmp_path):
+    service = make_service(SENDFILE)
+    path = tmp_path / "files" / "shrinking.bin"
+    write_big_file(path, SIZE)
+    insert_document(tmp_path / "docproxy.db", "shrinking", file_path="shrinking.bin")
+    received = 0
+    with (
+        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
+        httpx.stream(
+            "GET",
+            f"{service.base_url}/download/shrinking",
+            headers={"Authorization": f"Bearer {service.token()}"},
+        ) as response,
+    ):
+        assert response.headers["content-length"] == str(SIZE)
+        for chunk in response.iter_raw(MiB):
+            received += len(chunk)
+            if received >= MiB and path.stat().st_size == SIZE:
+                os.truncate(path, 4 * MiB)
+    assert received < SIZE
+    assert wait_for(lambda: "aborted by storage" in service.log())
+    health = service.health()
+    assert health["zero_copy"] == 1 and health["aborted"] == 1
+    failures = [line for line in service.log().splitlines() if "ERROR" in line]
+    assert len(failures) == 1 and "storage failed after" in failures[0], failures
+    assert "Traceback" not in service.log()
+
+
+def test_a_small_body_goes_the_usual_way(make_service, tmp_path):
+    """Up to 64 KiB, one read and one send cost less than sendfile's extra calls."""
+    service = make_service(SENDFILE)
+    source = tmp_path / "small.bin"
+    source.write_bytes(os.urandom(10_000))
+    run_cli(service.config_path, "documents", "add", str(source), "--id", "small")
+    response = httpx.get(
+        f"{service.base_url}/download/small",
+        headers={"Authorization": f"Bearer {service.token()}"},
+    )
+    assert response.content == source.read_bytes()
+    assert service.health()["zero_copy"] == 0
+
+
+def test_a_file_rewritten_in_place_is_cut_never_complete(make_service, tmp_path):
+    """The pin holds as far as it can without a copy: the change is seen at the next piece
+    and the download is reset, as an aborted download by storage. Unlike the reads through
+    Python, bytes the kernel still held may already carry the new content (sendfile queues
+    page-cache pages, not copies), which is why ``download.sendfile`` is off by default."""
+    service = make_service(SENDFILE)
+    path = tmp_path / "files" / "moving.bin"
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    insert_document(tmp_path / "docproxy.db", "moving", file_path="moving.bin")
+    with connect(service.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a slow reader
+        auth = f"Authorization: Bearer {service.token()}"
+        send_all(sock, request_bytes("/download/moving", auth))
+        received = bytearray()
+        while len(received) < MiB:
+            received += sock.recv(65536)
+        with path.open("r+b") as handle:  # same inode, same size, new bytes
+            handle.write(os.urandom(SIZE))
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        try:
+            while chunk := sock.recv(MiB):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    body = received[received.index(b"\r\n\r\n") + 4 :]
+    assert len(body) < SIZE  # short: the client can tell
+    assert wait_for(lambda: "download 'moving' aborted by storage" in service.log())
+    health = service.health()
+    assert health["zero_copy"] == 1 and health["aborted"] == 1 and health["completed"] == 0
+    assert "Traceback" not in service.log()
+
+
+def test_off_by_default(service, make_service):
+    """Without ``download.sendfile`` a big local body is read through Python, as always."""
+    plain = make_service()
+    workdir = plain.config_path.parent
+    (workdir / "files" / "big.bin").write_bytes(service.data)
+    insert_document(workdir / "docproxy.db", "big", file_path="big.bin", name="big.bin")
+    response = httpx.get(
+        f"{plain.base_url}/download/big", headers={"Authorization": f"Bearer {plain.token()}"}
+    )
+    assert response.content == service.data
+    assert plain.health()["zero_copy"] == 0 and plain.health()["completed"] == 1
