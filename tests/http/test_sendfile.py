@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -275,3 +276,43 @@ def test_off_by_default(service, make_service):
     )
     assert response.content == service.data
     assert plain.health()["zero_copy"] == 0 and plain.health()["completed"] == 1
+
+
+def test_at_shutdown_a_running_download_finishes_and_a_stalled_one_is_reset(make_service):
+    service = make_service({**SENDFILE, "server": {"shutdown_timeout": 3}})
+    workdir = service.config_path.parent
+    data = os.urandom(16 * MiB)
+    (workdir / "files" / "drain.bin").write_bytes(data)
+    insert_document(workdir / "docproxy.db", "drain", file_path="drain.bin")
+    auth = f"Authorization: Bearer {service.token()}"
+    socks = []
+    for _ in range(2):
+        sock = connect(service.port, timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        send_all(sock, request_bytes("/download/drain", auth, close=True))
+        socks.append((sock, bytearray(sock.recv(65536))))
+    (running, received), (stalled, first) = socks
+    assert received.startswith(b"HTTP/1.1 200") and first.startswith(b"HTTP/1.1 200")
+
+    def read_slowly() -> None:
+        while chunk := running.recv(256 * 1024):
+            received.extend(chunk)
+            time.sleep(0.005)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    began = time.monotonic()
+    service.process.send_signal(signal.SIGTERM)
+    reader.join(timeout=30)
+    assert parse(bytes(received)).body == data  # finished whole within shutdown_timeout
+    service.process.wait(timeout=15)
+    assert time.monotonic() - began >= 2.5  # it waited for the stalled download
+    with pytest.raises(ConnectionResetError):
+        while stalled.recv(MiB):
+            pass
+    running.close()
+    stalled.close()
+    log = service.log()
+    assert "at shutdown (server.shutdown_timeout 3s)" in log
+    assert "download 'drain' complete" in log and "download 'drain' aborted by client" in log
+    assert "Traceback" not in log and "ERROR" not in log
