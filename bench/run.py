@@ -34,6 +34,7 @@ from bench.rows.registry import groups, known_rows, table_order
 from bench.servers import (
     REPO,
     S3_BUCKET,
+    SENDFILE_ENV,
     BenchFile,
     Docproxy,
     MotoS3,
@@ -313,7 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         "--rows",
         help="run only these rows, comma-separated (e.g. 3,6); prints only, saves nothing",
     )
+    parser.add_argument(
+        "--sendfile",
+        action="store_true",
+        help="every docproxy with download.sendfile: true (local bodies by sendfile(2))",
+    )
     args = parser.parse_args(argv)
+    if args.sendfile:
+        os.environ[SENDFILE_ENV] = "1"  # read by each Docproxy's config, in this process
     only = None
     if args.rows:
         only = frozenset(r.strip() for r in args.rows.split(",") if r.strip())
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     mode = "quick smoke run, figures meaningless" if args.quick else "full run"
+    if args.sendfile:
+        mode += ", download.sendfile on"
     if only is not None:
         mode += f", rows {', '.join(n for n in known_rows() if n in only)} only"
     table = render(bench, started, mode)

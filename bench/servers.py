@@ -34,6 +34,8 @@ CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret"
 S3_BUCKET = "bench"
 ACCEL_PREFIX = "/protected/"
+# Set to "1" (by ``--sendfile``): every docproxy runs with ``download.sendfile: true``.
+SENDFILE_ENV = "DOCPROXY_BENCH_SENDFILE"
 
 
 def free_port() -> int:
@@ -199,6 +201,8 @@ class Docproxy:
             "storage": {"default": "local", "backends": backends},
             "download": {"cache_control": "no-cache"},
         }
+        if os.environ.get(SENDFILE_ENV) == "1":
+            config["download"]["sendfile"] = True
         if self.accel:
             config["download"]["accel_redirect"] = {"enabled": True, "prefix": ACCEL_PREFIX}
         if self.observed is not None:
