@@ -1,7 +1,9 @@
 """Several docproxy replicas with one config behind a real nginx load balancer.
 
 nginx sends requests round robin, retries idempotent ones on the next replica when one cannot
-be reached or answers 502/503, and names the replica(s) it used in ``X-Upstream``
+be reached or answers 502/503, never marks a replica down for failing (``max_fails=0``: while
+one restarts and the other drains, both would be, and every request answered 502), and names the
+replica(s) it used in ``X-Upstream``
 (``$upstream_addr``: ``127.0.0.1:PORT``, or ``A, B`` when it moved on from A to B).
 Any replica can be stopped and started again on its own port while nginx keeps running.
 """
@@ -22,16 +24,13 @@ import httpx
 
 from tests.harness import Service, free_port
 
-# Seconds nginx leaves a replica alone after it failed once (so a restarted one is back soon).
-FAIL_TIMEOUT = 2
-
 NGINX_CONF = """\
 {user}worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
 events {{ worker_connections 512; }}
 http {{
-    log_format upstream '$request_method $uri $status upstream=$upstream_addr';
+    log_format upstream '$msec $request_method $uri $status upstream=$upstream_addr';
     access_log {work}/access.log upstream;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
@@ -41,6 +40,7 @@ http {{
     upstream docproxy {{
 {servers}
         keepalive 16;
+        keepalive_timeout 4s;   # below docproxy's server.keepalive_timeout (5 s)
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -75,10 +75,7 @@ class Nginx:
         self.work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        servers = "\n".join(
-            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
-            for port in upstreams
-        )
+        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=0;" for port in upstreams)
         (self.work / "nginx.conf").write_text(
             NGINX_CONF.format(
                 # As root, nginx would run as "nobody", who cannot enter the test's folders.
