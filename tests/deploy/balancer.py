@@ -1,7 +1,8 @@
 """Several docproxy replicas with one config behind a real nginx load balancer.
 
-nginx sends requests round robin, retries idempotent ones on the next replica when one cannot
-be reached or answers 502/503, never marks a replica down for failing (``max_fails=0``: while
+nginx sends requests round robin, retries each on the next replica when one cannot be reached,
+resets the connection before answering, or answers 502/503 (POSTs too: docproxy's only issue
+signed tokens and links), never marks a replica down for failing (``max_fails=0``: while
 one restarts and the other drains, both would be, and every request answered 502), and names the
 replica(s) it used in ``X-Upstream``
 (``$upstream_addr``: ``127.0.0.1:PORT``, or ``A, B`` when it moved on from A to B).
@@ -50,8 +51,9 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;   # links name the balancer's address
             proxy_buffering off;                # bytes reach the client as the replica sends
-            # Only idempotent requests (GET, HEAD) move on; a POST is never sent twice.
-            proxy_next_upstream error timeout http_502 http_503;
+            # A POST moves on too: a connection a stopping replica had not accepted yet is
+            # reset with the request unread; docproxy's POSTs store nothing (tokens, links).
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
             proxy_connect_timeout 2s;
             add_header X-Upstream $upstream_addr always;
         }}
