@@ -51,10 +51,13 @@ def send_sequentially(port: int, request: bytes, count: int) -> None:
                 body += more
 
 
-def instructions(work: Path, kind: str, count: int, out: Path) -> int:
+OBSERVED = {"default": None, "on": True, "off": False}
+
+
+def instructions(work: Path, kind: str, count: int, out: Path, observed: bool | None) -> int:
     """Total instructions of one server run that issued a token and answered WARM_UP +
     ``count`` requests (a new ``Docproxy`` each run, so each one gets its own token)."""
-    proxy = Docproxy(work, s3_endpoint=None)
+    proxy = Docproxy(work, s3_endpoint=None, observed=observed)
     proxy.write_config()
     # A fixed hash seed: the same dict layouts, so the same counts, run after run.
     proxy.start(
@@ -80,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("download", "presign"), default="download")
     parser.add_argument("--requests", type=int, nargs=2, default=(200, 1200), metavar="N")
     parser.add_argument(
+        "--observed",
+        choices=tuple(OBSERVED),
+        default="default",
+        help="on: metrics, JSON logs and the audit trail; off: none of them (rows 3o/4o)",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         metavar="DIR",
@@ -100,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         catalog.write_config()
         make_file(catalog.root / "small.pdf", SMALL)
         catalog.register("small", "small.pdf", "small.pdf", SMALL)
-        first = instructions(work, args.kind, n1, work / f"callgrind.{n1}")
-        second = instructions(work, args.kind, n2, work / f"callgrind.{n2}")
+        observed = OBSERVED[args.observed]
+        first = instructions(work, args.kind, n1, work / f"callgrind.{n1}", observed)
+        second = instructions(work, args.kind, n2, work / f"callgrind.{n2}", observed)
     per_request = (second - first) / (n2 - n1)
     print("| measurement | instructions per request |\n|---|---|")
-    print(f"| {args.kind} of a {SMALL // 1024} KiB document, whole server | {per_request:,.0f} |")
+    label = f"{args.kind} of a {SMALL // 1024} KiB document, whole server"
+    if args.observed != "default":
+        label += f", observability {args.observed}"
+    print(f"| {label} | {per_request:,.0f} |")
     return 0
 
 

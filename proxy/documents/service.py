@@ -135,7 +135,7 @@ class DocumentService:
         finally:
             if metered is not None:
                 elapsed = time.perf_counter() - started
-                metered.child(metered.store_seconds, backend.name, "stat").observe(elapsed)
+                metered.store_call(backend.name, "stat", elapsed)
         content_type = await self._content_type(document, backend, key, info)
         filename, header = attachment(
             document.name or posixpath.basename(document.file_path or ""), content_type
@@ -165,11 +165,11 @@ class DocumentService:
         except CatalogError as exc:
             logger.error("catalog lookup of %r failed: %s", document_id, exc)
             if metered is not None:
-                metered.catalog_failures.inc()
+                metered.child(metered.catalog_failures).inc()
             raise CatalogFailed(str(exc)) from exc
         finally:
             if metered is not None:
-                metered.catalog_seconds.observe(time.perf_counter() - started)
+                metered.catalog_timer.observe(time.perf_counter() - started)
 
     async def _content_type(
         self,
@@ -249,9 +249,7 @@ class DocumentService:
         finally:
             if metered is not None:
                 elapsed = time.perf_counter() - started
-                metered.child(metered.store_seconds, located.backend.name, "presign").observe(
-                    elapsed
-                )
+                metered.store_call(located.backend.name, "presign", elapsed)
         if url is None:
             url = self.links.document_link(proxy_base_url, document_id, _link_params(resolved))
         self.presigned.put(cache_key, url)
@@ -349,7 +347,7 @@ class CountedRead:
         finally:
             elapsed = time.perf_counter() - started
             backend = self._resolved.backend.name
-            metered.child(metered.store_seconds, backend, "read").observe(elapsed)
+            metered.store_call(backend, "read", elapsed)
         self._reads.bytes_read += len(chunk)
         return chunk
 

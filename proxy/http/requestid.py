@@ -4,8 +4,9 @@ or ``-``, else made here; echoed on the response and named by every log line of 
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,6 +14,24 @@ from proxy.runtime.logging import REQUEST_ID
 
 HEADER = b"x-request-id"
 _ACCEPTED = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+# A made id is this process's random prefix and a count: unique across processes and
+# replicas like a random UUID, at a fraction of its cost on every request.
+_prefix = ""
+_counter = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(8).hex(), itertools.count(1)
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)  # a forked worker draws its own
+
+
+def made_id() -> str:
+    return f"{_prefix}{next(_counter):016x}"
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -23,7 +42,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if _ACCEPTED.fullmatch(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return made_id()
 
 
 class RequestIdMiddleware:

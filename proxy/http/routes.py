@@ -81,6 +81,12 @@ def remote(request: Request) -> str | None:
     return client[0] if client else None
 
 
+def _with_range(trail: dict[str, Any] | None, content_range: str | None) -> dict[str, Any] | None:
+    if trail is not None:
+        trail["range"] = content_range
+    return trail
+
+
 class Handler:
     """An endpoint ``request -> response`` served as a plain ASGI app, which answers the errors
     of the table (``proxy.http.errors.ANSWERS``) in the words of its ``action``.
@@ -404,7 +410,8 @@ class Endpoints:
             outcome = f"refused {answer_for(exc, Action.DOWNLOAD).status}"
             audit.record("download", "download refused", {**fields, "outcome": outcome})
             raise
-        return self.send(request, resolved, {**fields, "backend": resolved.backend.name})
+        fields["backend"] = resolved.backend.name  # the request's own dict: filled, not copied
+        return self.send(request, resolved, fields)
 
     def send(
         self, request: Request, resolved: ResolvedDocument, trail: dict[str, Any] | None = None
@@ -440,7 +447,7 @@ class Endpoints:
             length=stop - start,
             stats=self.stats,
             label=repr(resolved.document.id),
-            trail=trail and {**trail, "range": headers.get("content-range")},
+            trail=_with_range(trail, headers.get("content-range")),
             backend=resolved.backend.name,
             files=read if self.sendfile else None,
         )

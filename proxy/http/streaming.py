@@ -126,7 +126,7 @@ class DownloadResponse(Response):
         )
         self.stats.open_streams += 1
         if metered is not None:
-            metered.open_streams.inc()
+            metered.streams.inc()
         self._sent = 0
         self._failure: StoreFailed | None = None
         outcome = "aborted by client"
@@ -233,16 +233,17 @@ class DownloadResponse(Response):
         return True
 
     def _count(self, metered: instruments.Instruments, outcome: str) -> None:
-        metered.open_streams.dec()
-        metered.child(metered.bytes_sent, self.backend).inc(self._sent)
+        metered.streams.inc(-1)
         duration = time.monotonic() - self._started
-        metered.child(metered.download_seconds, outcome.replace(" ", "_")).observe(duration)
+        metered.download_ended(self.backend, outcome, self._sent, duration)
 
     def _audit(self, outcome: str, sent: int) -> None:
         if self.trail is None:
             return
-        duration = round(time.monotonic() - self._started, 6)
-        fields = {**self.trail, "bytes_sent": sent, "outcome": outcome, "duration": duration}
+        fields = self.trail  # this response's own: completed in place
+        fields["bytes_sent"] = sent
+        fields["outcome"] = outcome
+        fields["duration"] = round(time.monotonic() - self._started, 6)
         audit.record("download", f"download {self.label} {outcome}: {sent} bytes sent", fields)
 
     def _is_single_message(self) -> bool:

@@ -1,13 +1,19 @@
 """docproxy's Prometheus instruments, made once per process, and whether they are on.
 
 Labels name routes (the path template), backends, operations and reasons: never a document id,
-a client or anything else a caller chooses, so the number of series stays bounded. Children of
-labelled metrics are cached here: ``labels()`` costs a lock and a dict look-up per call.
+a client or anything else a caller chooses, so the number of series stays bounded.
+
+Counting sits on every download's path, so ``child`` hands out recorders that update
+prometheus-client's value objects directly: ``labels()`` costs a lock and a dict look-up per
+call, and each ``inc``/``observe`` re-checks what a child made here already satisfies (a
+Histogram's linear bucket scan becomes a bisection). The values are the library's own, in
+its single- and multiprocess modes alike, so its exposition reads them unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -15,6 +21,52 @@ from prometheus_client import Counter, Gauge, Histogram
 DOWNLOAD_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0)
 # Store and catalog calls: sub-millisecond (local disk, cached rows) to the store timeout.
 CALL_BUCKETS = (0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 30.0)
+
+
+class Recorder(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+    def observe(self, amount: float) -> None: ...
+
+
+class _Value:
+    """A Counter's or Gauge's child: ``inc`` (a gauge goes down with a negative amount)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, child: Counter | Gauge) -> None:
+        self._value = child._value
+
+    def inc(self, amount: float = 1) -> None:
+        self._value.inc(amount)
+
+    def observe(self, amount: float) -> None:
+        raise TypeError("a counter or gauge is not observed")
+
+
+class _Buckets:
+    """A Histogram's child: ``observe`` adds to the sum and to the first bucket that holds it
+    (the library cumulates the buckets when it exposes them)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum = child._sum
+        self._buckets = child._buckets
+        self._bounds = child._upper_bounds
+
+    def inc(self, amount: float = 1) -> None:
+        raise TypeError("a histogram is observed, not incremented")
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect_left(self._bounds, amount)].inc(1)
+
+
+def recorder(child: Any) -> Recorder:
+    """The fast recorder of a metric's child (an unlabelled metric is its own child)."""
+    if isinstance(child, Histogram):
+        return _Buckets(child)
+    return _Value(child)
 
 
 class Instruments:
@@ -56,14 +108,48 @@ class Instruments:
             "Presigned URLs and links handed out, by backend",
             ["backend"],
         )
-        self._children: dict[tuple[object, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Recorder] = {}
+        # What every download counts, found with one look-up of its own labels.
+        self.streams = recorder(self.open_streams)
+        self.catalog_timer = recorder(self.catalog_seconds)
+        self._answered: dict[tuple[str, int], Recorder] = {}
+        self._sent: dict[str, Recorder] = {}
+        self._ended: dict[str, Recorder] = {}
+        self._calls: dict[tuple[str, str], Recorder] = {}
 
-    def child(self, metric: Any, *labels: str) -> Any:
+    def child(self, metric: Any, *labels: str) -> Recorder:
+        """The recorder for ``metric`` with ``labels`` (none for an unlabelled metric)."""
         key = (metric, *labels)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = self._children[key] = recorder(metric.labels(*labels) if labels else metric)
         return found
+
+    def answered(self, route: str, status: int) -> None:
+        try:
+            found = self._answered[route, status]
+        except KeyError:
+            found = self._answered[route, status] = self.child(self.requests, route, str(status))
+        found.inc()
+
+    def download_ended(self, backend: str, outcome: str, sent: int, seconds: float) -> None:
+        try:
+            bytes_sent, duration = self._sent[backend], self._ended[outcome]
+        except KeyError:
+            bytes_sent = self._sent[backend] = self.child(self.bytes_sent, backend)
+            label = outcome.replace(" ", "_")
+            duration = self._ended[outcome] = self.child(self.download_seconds, label)
+        bytes_sent.inc(sent)
+        duration.observe(seconds)
+
+    def store_call(self, backend: str, operation: str, seconds: float) -> None:
+        try:
+            found = self._calls[backend, operation]
+        except KeyError:
+            found = self._calls[backend, operation] = self.child(
+                self.store_seconds, backend, operation
+            )
+        found.observe(seconds)
 
 
 _made: Instruments | None = None

@@ -34,4 +34,4 @@ class RequestMetrics:
             await self.app(scope, receive, send_counted)
         finally:
             route = self.routes.get(scope.get("endpoint"), UNMATCHED)
-            instruments.child(instruments.requests, route, str(status)).inc()
+            instruments.answered(route, status)

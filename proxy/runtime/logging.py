@@ -16,6 +16,9 @@ LOG_FORMATS = ("text", "json")
 
 logger = logging.getLogger("docproxy")
 
+# Made once: ``json.dumps`` with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
+
 #: The request being served by this task (set by ``proxy.http.requestid``), for every line.
 REQUEST_ID: ContextVar[str | None] = ContextVar("docproxy_request_id", default=None)
 
@@ -53,7 +56,7 @@ def json_line(
     }
     if fields:
         line.update(fields)
-    return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+    return _ENCODER.encode(line)
 
 
 def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ The request head is bounded as it arrives (``server.max_header_bytes``, ``max_he
 ``Host`` is checked here too. Timers close a connection whose head or body stalls, and abort a
 download whose reader makes no progress for ``download.send_timeout``; a slower reader keeps
 its stream under backpressure. On shutdown, running responses get ``server.shutdown_timeout``
-to finish, then their connections are reset, never ended as if complete.
+to finish, then their connections are reset, never ended as if complete; an idle keep-alive
+connection is left for its client to close, and a request still sent on it is answered with
+``Connection: close``.
 
 On a plain TCP connection the ``docproxy.sendfile`` extension sends a local file's bytes with
 ``sendfile(2)``; the same send timeout and shutdown reset apply to it.
@@ -144,6 +146,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._send_left = 0
         self._send_resumed = False
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._draining = False  # the server is stopping: each response ends the connection
         self._answered = False  # a refusal went out: later bytes are dropped
         self._linger_timer: asyncio.TimerHandle | None = None
         self._dropped = 0
@@ -249,6 +252,8 @@ class EdgeProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
             self.scope["extensions"] = self._extensions_for(cycle)
+            if self._draining:
+                cycle.keep_alive = False  # answered, with Connection: close
         if has_body:
             self._body_seen = self.loop.time()
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_expired)
@@ -440,24 +445,43 @@ class EdgeProtocol(HttpToolsProtocol):
     # Shutdown
 
     def shutdown(self) -> None:
-        """The server stops: idle connections close now, running responses may finish for
-        ``server.shutdown_timeout`` seconds, then are reset."""
+        """The server stops: a running response may finish for ``server.shutdown_timeout``
+        seconds, then is reset. An idle connection is not closed here: its client may be
+        sending a request on it this instant, which a close would lose (a balancer cannot
+        always resend it, a POST least of all). Its client closes it, or the keep-alive
+        timer does (``server.keepalive_timeout``, which a balancer's idle timeout should
+        undercut); a request arriving meanwhile is served with ``Connection: close``."""
         begin_draining()
-        super().shutdown()
-        if not self._finished() and self._drain_timer is None:
+        self._draining = True
+        if self._finished():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # the connection closes once this response is sent
+        elif self.timeout_keep_alive_task is None and self._head_bytes == 0:
+            # Connected, and not a byte yet: the keep-alive timer bounds its wait too.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+        if self._drain_timer is None:
             self._drain_timer = self.loop.call_later(
                 self.limits.shutdown_timeout, self._drain_expired
             )
 
     def _drain_expired(self) -> None:
         self._drain_timer = None
-        if not self._finished():
-            logger.info(
-                "aborted a response to %s at shutdown (server.shutdown_timeout %gs)",
-                self._peer(),
-                self.limits.shutdown_timeout,
-            )
-            self.abort()
+        if self._finished():
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.transport.close()  # idle (a keep-alive timeout above shutdown_timeout)
+            return
+        logger.info(
+            "aborted a response to %s at shutdown (server.shutdown_timeout %gs)",
+            self._peer(),
+            self.limits.shutdown_timeout,
+        )
+        self.abort()
 
     def abort(self) -> None:
         """Reset the connection: the client sees a cut, never a clean end of body."""

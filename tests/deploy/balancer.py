@@ -1,7 +1,10 @@
 """Several docproxy replicas with one config behind a real nginx load balancer.
 
-nginx sends requests round robin, retries idempotent ones on the next replica when one cannot
-be reached or answers 502/503, and names the replica(s) it used in ``X-Upstream``
+nginx sends requests round robin, retries each on the next replica when one cannot be reached,
+resets the connection before answering, or answers 502/503 (POSTs too: docproxy's only issue
+signed tokens and links), never marks a replica down for failing (``max_fails=0``: while
+one restarts and the other drains, both would be, and every request answered 502), and names the
+replica(s) it used in ``X-Upstream``
 (``$upstream_addr``: ``127.0.0.1:PORT``, or ``A, B`` when it moved on from A to B).
 Any replica can be stopped and started again on its own port while nginx keeps running.
 """
@@ -22,16 +25,13 @@ import httpx
 
 from tests.harness import Service, free_port
 
-# Seconds nginx leaves a replica alone after it failed once (so a restarted one is back soon).
-FAIL_TIMEOUT = 2
-
 NGINX_CONF = """\
 {user}worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
 events {{ worker_connections 512; }}
 http {{
-    log_format upstream '$request_method $uri $status upstream=$upstream_addr';
+    log_format upstream '$msec $request_method $uri $status upstream=$upstream_addr';
     access_log {work}/access.log upstream;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
@@ -41,6 +41,7 @@ http {{
     upstream docproxy {{
 {servers}
         keepalive 16;
+        keepalive_timeout 4s;   # below docproxy's server.keepalive_timeout (5 s)
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -50,8 +51,9 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;   # links name the balancer's address
             proxy_buffering off;                # bytes reach the client as the replica sends
-            # Only idempotent requests (GET, HEAD) move on; a POST is never sent twice.
-            proxy_next_upstream error timeout http_502 http_503;
+            # A POST moves on too: a connection a stopping replica had not accepted yet is
+            # reset with the request unread; docproxy's POSTs store nothing (tokens, links).
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
             proxy_connect_timeout 2s;
             add_header X-Upstream $upstream_addr always;
         }}
@@ -75,10 +77,7 @@ class Nginx:
         self.work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        servers = "\n".join(
-            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
-            for port in upstreams
-        )
+        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=0;" for port in upstreams)
         (self.work / "nginx.conf").write_text(
             NGINX_CONF.format(
                 # As root, nginx would run as "nobody", who cannot enter the test's folders.

@@ -1,6 +1,7 @@
 """Graceful drain against a running server: on SIGTERM (or SIGINT) it stops accepting, a
 download that can finish does, one still running after ``server.shutdown_timeout`` is reset
-(never ended as if complete), and the process exits soon after, with one worker or two."""
+(never ended as if complete), an idle keep-alive connection answers one more request with
+``Connection: close``, and the process exits soon after, with one worker or two."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from tests.harness import run_cli
-from tests.server.raw import connect, get, parse, send_all
+from tests.server.raw import connect, get, parse, send_all, wait_closed
 
 SIZE = 16 * 1024 * 1024
 SHUTDOWN_TIMEOUT = 3
@@ -97,4 +98,66 @@ def test_a_download_still_running_at_shutdown_timeout_is_reset(make_service, wor
     # It waited for the download (the whole shutdown_timeout), then exited.
     assert took >= SHUTDOWN_TIMEOUT - 0.5
     assert "at shutdown (server.shutdown_timeout 3s)" in service.log()
+    assert_quiet(service)
+
+
+def keep_alive_request(sock: socket.socket, path: str) -> tuple[int, dict[str, str], bytes]:
+    """Send a GET that asks to keep the connection; read exactly its response."""
+    send_all(sock, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    head = received.partition(b"\r\n\r\n")[0]
+    reply = parse(received)
+    length = int(reply.headers["content-length"])
+    while len(received) < len(head) + 4 + length:
+        chunk = sock.recv(65536)
+        assert chunk, received
+        received += chunk
+    reply = parse(received)
+    return reply.status, reply.headers, reply.body
+
+
+def test_an_idle_keep_alive_connection_is_served_once_more_then_closed(make_service):
+    """Closing an idle connection at SIGTERM would lose a request its client (a balancer) is
+    sending on it that instant: the connection stays, the request is answered (unready) with
+    Connection: close, and the server exits once it is closed."""
+    service = make_service({"server": {"shutdown_timeout": 20, "keepalive_timeout": 10}})
+    with connect(service.port) as sock:
+        status, headers, _ = keep_alive_request(sock, "/readyz")
+        assert status == 200 and headers.get("connection") != "close"
+        began = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", service.port), timeout=5).close()
+        status, headers, body = keep_alive_request(sock, "/readyz")
+        assert status == 503 and headers["connection"] == "close", (status, headers)
+        assert b"shutting down" in body
+        assert wait_closed(sock, timeout=5) < 1
+    service.process.wait(timeout=EXIT_MARGIN)
+    assert time.monotonic() - began < 6  # neither keepalive_timeout nor shutdown_timeout
+    assert_quiet(service)
+
+
+def test_an_idle_keep_alive_connection_closes_at_keepalive_timeout_when_draining(make_service):
+    service = make_service({"server": {"shutdown_timeout": 20, "keepalive_timeout": 1}})
+    with connect(service.port) as sock:
+        assert keep_alive_request(sock, "/livez")[0] == 200
+        took = stop_and_wait(service, signal.SIGTERM)
+        assert wait_closed(sock, timeout=1) < 1  # closed already
+    assert took < 6, took  # keepalive_timeout, not shutdown_timeout
+    assert_quiet(service)
+
+
+def test_an_idle_connection_closes_at_shutdown_timeout_when_that_comes_first(make_service):
+    service = make_service({"server": {"shutdown_timeout": 1, "keepalive_timeout": 30}})
+    with connect(service.port) as sock:
+        assert keep_alive_request(sock, "/livez")[0] == 200
+        took = stop_and_wait(service, signal.SIGTERM)
+        assert wait_closed(sock, timeout=1) < 1
+    assert took < 6, took  # not keepalive_timeout
+    assert "aborted" not in service.log()  # closed quietly: it was running nothing
     assert_quiet(service)
