@@ -14,7 +14,7 @@ from typing import Any
 
 from proxy.auth.tokens import Caller
 from proxy.runtime.logging import JsonFormatter, json_line
-from proxy.runtime.redaction import RedactingFilter
+from proxy.runtime.redaction import VETTED, RedactingFilter
 
 audit_logger = logging.getLogger("docproxy.audit")
 _as_json = False
@@ -61,7 +61,7 @@ def record(event: str, text: str, fields: dict[str, Any]) -> None:
         audit_logger.info(event, extra=extra)
         return
     pairs = " ".join(f"{key}={value!r}" for key, value in fields.items())
-    audit_logger.info("%s %s", text, pairs, extra=extra)
+    audit_logger.info("%s %s", text, pairs, extra={**extra, VETTED: True})
 
 
 def _write_directly(event: str, fields: dict[str, Any]) -> bool:

@@ -75,13 +75,19 @@ def _redact_value(value: Any) -> Any:
     return redact(value if isinstance(value, str) else str(value))
 
 
+# Set on a record (``extra={VETTED: True}``) whose text is made only of fields that never hold
+# a credential, such as the audit trail's: its text names ``token_id``, which would otherwise
+# run every pattern over every event.
+VETTED = "_docproxy_redacted"
+
+
 class RedactingFilter(logging.Filter):
     """Blanks credentials in a record's arguments, message and exception text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_docproxy_redacted", False):
-            return True  # a second handler of the same record
-        record._docproxy_redacted = True
+        if getattr(record, VETTED, False):
+            return True  # vetted, or a second handler of the same record
+        setattr(record, VETTED, True)
         args = record.args
         if isinstance(args, tuple) and args:
             record.args = tuple(_redact_value(v) for v in args)

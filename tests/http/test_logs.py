@@ -101,6 +101,30 @@ def test_text_logs_echo_the_request_id_and_write_no_audit_by_default(make_servic
         json_lines(service.log())
 
 
+def test_text_audit_events_are_key_value_lines_without_credentials(make_service, tmp_path):
+    service = make_service({"server": {"audit_log": True}})
+    document_id = add(service, tmp_path, "t.txt", b"hello text audit")
+    token = service.token(group=None, email="jane@example.com")
+    auth = {"authorization": f"Bearer {token}"}
+    link = httpx.post(
+        f"{service.base_url}/download", json={"document_id": document_id}, headers=auth
+    )
+    assert httpx.get(link.json()["data"]["download_url"]).content == b"hello text audit"
+    downloaded = httpx.get(f"{service.base_url}/download/{document_id}", headers=auth)
+    assert downloaded.content == b"hello text audit"
+    service.stop()
+    log = service.log()
+    events = [line for line in log.splitlines() if " docproxy.audit: " in line]
+    assert any(line.split("docproxy.audit: ")[1].startswith("token issued") for line in events)
+    downloads = [line for line in events if ": download " in line and "complete" in line]
+    assert len(downloads) == 2, events
+    assert all(f"document={document_id!r}" in line for line in downloads)
+    assert all("bytes_sent=16" in line and "outcome='complete'" in line for line in downloads)
+    assert any("subject='jane@example.com'" in line for line in downloads)
+    signature = httpx.URL(link.json()["data"]["download_url"]).params["signature"]
+    assert CLIENT_SECRET not in log and token not in log and signature not in log
+
+
 def test_log_format_is_validated_by_name(tmp_path):
     from proxy.config.settings import ConfigError, parse_settings
     from tests.harness import base_config, merge
