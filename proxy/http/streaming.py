@@ -41,7 +41,9 @@ ABORT_EXTENSION = "docproxy.abort"
 # bytes again (so the file is checked before the next ones leave). It raises
 # ``BlockingIOError`` while the response head is still buffered (nothing sent: the body goes
 # the usual way), ``ConnectionError`` when the connection is cut (client gone, send timeout,
-# shutdown) and ``EOFError`` when the file ends early (the connection is reset).
+# shutdown) and ``EOFError`` when the file ends early (the connection is reset). Not the ASGI
+# "zero copy send" message: its send returns nothing (the bytes sent are needed for the stats
+# and the log), and it sends a whole span with no point between waits to check the pin.
 SENDFILE_EXTENSION = "docproxy.sendfile"
 
 # Bodies up to this size go out without a disconnect watcher (one storage read, one send),
