@@ -316,3 +316,97 @@ def test_at_shutdown_a_running_download_finishes_and_a_stalled_one_is_reset(make
     assert "at shutdown (server.shutdown_timeout 3s)" in log
     assert "download 'drain' complete" in log and "download 'drain' aborted by client" in log
     assert "Traceback" not in log and "ERROR" not in log
+
+
+TLS_SERVER = """
+import sys, uvicorn
+from proxy.config.loading import load_settings
+from proxy.server.factory import protocol_factory
+
+config_path, port, cert, key = sys.argv[1:]
+settings = load_settings(config_path)
+uvicorn.run(
+    "proxy.app:app_from_environment", factory=True, host="127.0.0.1", port=int(port),
+    http=protocol_factory(settings.server.limits, settings.download.send_timeout),
+    ssl_certfile=cert, ssl_keyfile=key, log_level="info",
+)
+"""
+
+
+def self_signed(folder) -> tuple[str, str]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_through_tls_the_body_goes_the_usual_way(service, tmp_path):
+    """The server offers sendfile on plain TCP only: under TLS the bytes must be encrypted,
+    so the same app serves the same download by reads, byte-exact."""
+    import subprocess
+    import sys
+
+    from tests.harness import REPO, free_port
+
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    log = (tmp_path / "tls.log").open("wb")
+    env = {**os.environ, "DOCPROXY_CONFIG": str(service.config_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", TLS_SERVER, str(service.config_path), str(port), cert, key],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"https://127.0.0.1:{port}"
+        assert wait_for(lambda: _answers(f"{base}/livez"), timeout=30)
+        before = httpx.get(f"{base}/healthz", verify=False).json()["data"]
+        response = httpx.get(
+            f"{base}/download/big",
+            headers={"Authorization": service.auth.partition(": ")[2]},
+            verify=False,
+            timeout=60,
+        )
+        after = httpx.get(f"{base}/healthz", verify=False).json()["data"]
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+    assert response.status_code == 200 and response.content == service.data
+    assert after["completed"] == before["completed"] + 1
+    assert after["zero_copy"] == before["zero_copy"]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, verify=False, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
