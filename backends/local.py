@@ -138,12 +138,7 @@ class LocalBackend:
             # One thread hop for open, read and close: small files are the common case.
             yield await anyio.to_thread.run_sync(_pread_span, path, start, length, version)
             return
-        try:
-            fd = await anyio.to_thread.run_sync(_open_read_only, path)
-        except FileNotFoundError as exc:
-            raise ObjectNotFound(key) from exc
-        except OSError as exc:
-            raise StorageError(f"open {key!r}: {exc}") from exc
+        fd = await self._open(path, key)
         try:
             offset, remaining = start, length
             while remaining > 0:
@@ -167,13 +162,7 @@ class LocalBackend:
     ) -> LocalSpan:
         """Bytes ``[start, end)`` of ``key`` as an open file, checked against ``version`` now;
         the caller checks it again after each piece it sends (see ``LocalSpan``)."""
-        path = self._path(key)
-        try:
-            fd = await anyio.to_thread.run_sync(_open_read_only, path)
-        except FileNotFoundError as exc:
-            raise ObjectNotFound(key) from exc
-        except OSError as exc:
-            raise StorageError(f"open {key!r}: {exc}") from exc
+        fd = await self._open(self._path(key), key)
         span = LocalSpan(fd, start, end, key, version)
         try:
             span.check()
@@ -181,6 +170,15 @@ class LocalBackend:
             span.close()
             raise
         return span
+
+    async def _open(self, path: str, key: str) -> int:
+        """A read-only descriptor of ``path`` (in a worker thread: an open may touch the disk)."""
+        try:
+            return await anyio.to_thread.run_sync(_open_read_only, path)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+        except OSError as exc:
+            raise StorageError(f"open {key!r}: {exc}") from exc
 
     async def _read_chunk(self, fd: int, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``, fewer only at the end of the file.
