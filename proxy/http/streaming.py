@@ -224,10 +224,7 @@ class DownloadResponse(Response):
             tail = opened.read(last, 1)
             opened.check()
         except StoreFailed as exc:
-            logger.error(
-                "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc
-            )
-            self._failure = exc
+            self._store_failed(exc)
             return False
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         self._sent += 1
@@ -275,13 +272,15 @@ class DownloadResponse(Response):
                     # without this the disconnect watcher's cancel would wait for the whole body.
                     await anyio.lowlevel.checkpoint()
         except StoreFailed as exc:
-            logger.error(
-                "download %s: storage failed after %d bytes: %s", self.label, self._sent, exc
-            )
-            self._failure = exc
+            self._store_failed(exc)
             return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
+
+    def _store_failed(self, exc: StoreFailed) -> None:
+        """The store failed after the headers: logged once, and the connection will be cut."""
+        logger.error("download %s: storage failed after %d bytes: %s", self.label, self._sent, exc)
+        self._failure = exc
 
     async def _send_chunk(self, send: Send, chunk: bytes) -> bool:
         """Send ``chunk``; True when it was the body's last."""

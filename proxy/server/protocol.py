@@ -371,12 +371,15 @@ class EdgeProtocol(HttpToolsProtocol):
             self._send_resumed = False
             self._send_timer = self.loop.call_later(self.send_timeout, self._send_stalled)
             return
+        self._log_stalled()
+        self.abort()
+
+    def _log_stalled(self) -> None:
         logger.info(
             "aborted a response to %s: no progress for %gs (download.send_timeout)",
             self._peer(),
             self.send_timeout,
         )
-        self.abort()
 
     # Zero-copy sends
 
@@ -387,9 +390,7 @@ class EdgeProtocol(HttpToolsProtocol):
         sent, or 0 after waiting (at most ``send_timeout``) for a full socket to take more.
         Raises as ``proxy.http.streaming.SENDFILE_EXTENSION`` says; a cut connection is reset
         and its cycle counts as disconnected, as with ``_abort_response``."""
-        if cycle.disconnected or self._finished():
-            self._abort_response(cycle)  # its connection_lost may be still to come
-            raise ConnectionAbortedError("the connection is closed")
+        self._ensure_open(cycle)
         if (
             not cycle.response_started
             or cycle.response_complete
@@ -402,9 +403,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if self.transport.get_write_buffer_size():
             # uvloop writes the head at the end of this loop iteration: let it go first.
             await asyncio.sleep(0)
-            if cycle.disconnected or self._finished():
-                self._abort_response(cycle)
-                raise ConnectionAbortedError("the connection is closed")
+            self._ensure_open(cycle)
             if self.transport.get_write_buffer_size():
                 raise BlockingIOError("the response head is still buffered")
         try:
@@ -423,6 +422,11 @@ class EdgeProtocol(HttpToolsProtocol):
         cycle.expected_content_length -= sent
         return sent
 
+    def _ensure_open(self, cycle: RequestResponseCycle) -> None:
+        if cycle.disconnected or self._finished():
+            self._abort_response(cycle)  # its connection_lost may be still to come
+            raise ConnectionAbortedError("the connection is closed")
+
     async def _wait_writable(self, cycle: RequestResponseCycle) -> None:
         """Until the socket takes bytes again; ``ConnectionError`` when the connection is cut
         meanwhile, or aborted here after ``send_timeout`` without room."""
@@ -440,11 +444,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if outcome == "ready":
             return
         if outcome == "stalled":
-            logger.info(
-                "aborted a response to %s: no progress for %gs (download.send_timeout)",
-                self._peer(),
-                self.send_timeout,
-            )
+            self._log_stalled()
         self._abort_response(cycle)
         raise ConnectionAbortedError("the connection was cut")
 
@@ -512,8 +512,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def _abort_response(self, cycle: RequestResponseCycle) -> None:
         """Cut ``cycle``'s response: reset, and the cycle counts as disconnected so the
         server neither logs an error nor waits for the rest of the body."""
-        cycle.disconnected = True
-        cycle.message_event.set()
+        _disconnect(cycle)
         self.abort()
 
     # Answers
@@ -527,8 +526,7 @@ class EdgeProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # A request in progress: its endpoint sees a disconnect and its answer goes nowhere.
-            cycle.disconnected = True
-            cycle.message_event.set()
+            _disconnect(cycle)
             if cycle.response_started:
                 self.abort()
                 return
@@ -562,6 +560,12 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+
+
+def _disconnect(cycle: RequestResponseCycle) -> None:
+    """The cycle's app sees ``http.disconnect`` and its sends go nowhere."""
+    cycle.disconnected = True
+    cycle.message_event.set()
 
 
 def _settle(waiter: asyncio.Future[str], outcome: str) -> None:
