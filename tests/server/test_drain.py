@@ -142,22 +142,24 @@ def test_an_idle_keep_alive_connection_is_served_once_more_then_closed(make_serv
     assert_quiet(service)
 
 
-def test_an_idle_keep_alive_connection_closes_at_keepalive_timeout_when_draining(make_service):
-    service = make_service({"server": {"shutdown_timeout": 20, "keepalive_timeout": 1}})
+@pytest.mark.parametrize(
+    "server",
+    [
+        # keepalive_timeout comes first, not shutdown_timeout
+        {"shutdown_timeout": 20, "keepalive_timeout": 1},
+        # shutdown_timeout comes first, not keepalive_timeout
+        {"shutdown_timeout": 1, "keepalive_timeout": 30},
+    ],
+    ids=["at-keepalive-timeout", "at-shutdown-timeout"],
+)
+def test_an_idle_keep_alive_connection_closes_at_the_first_timeout_when_draining(
+    make_service, server
+):
+    service = make_service({"server": server})
     with connect(service.port) as sock:
         assert keep_alive_request(sock, "/livez")[0] == 200
         took = stop_and_wait(service, signal.SIGTERM)
         assert wait_closed(sock, timeout=1) < 1  # closed already
-    assert took < 6, took  # keepalive_timeout, not shutdown_timeout
-    assert_quiet(service)
-
-
-def test_an_idle_connection_closes_at_shutdown_timeout_when_that_comes_first(make_service):
-    service = make_service({"server": {"shutdown_timeout": 1, "keepalive_timeout": 30}})
-    with connect(service.port) as sock:
-        assert keep_alive_request(sock, "/livez")[0] == 200
-        took = stop_and_wait(service, signal.SIGTERM)
-        assert wait_closed(sock, timeout=1) < 1
-    assert took < 6, took  # not keepalive_timeout
+    assert took < 6, took
     assert "aborted" not in service.log()  # closed quietly: it was running nothing
     assert_quiet(service)
