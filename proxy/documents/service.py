@@ -282,7 +282,7 @@ class DocumentService:
 
 def _count_presigned(backend: str) -> None:
     if (metered := instruments.active()) is not None:
-        metered.child(metered.presigned, backend).inc()
+        metered.presigned_url(backend)
 
 
 def _link_params(resolved: ResolvedDocument) -> dict[str, str]:

@@ -11,14 +11,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.metrics.instruments import FlushFirst
 from proxy.metrics.workers import MULTIPROC_ENV
 
 
 def registry() -> CollectorRegistry:
     """The registry to expose: the process's own, or one reading all workers' files."""
     if not os.environ.get(MULTIPROC_ENV):
-        return REGISTRY
+        return REGISTRY  # the instruments bring their values up to date when it is collected
     collected = CollectorRegistry()
+    collected.register(FlushFirst())  # this worker's own counts are read as they are now
     MultiProcessCollector(collected)
     return collected
 

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from proxy.metrics.instruments import Instruments, made
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -31,8 +33,17 @@ def remove_folder(folder: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def worker_starts(instruments: Instruments) -> None:
+    """With several workers, each writes its counts to its file once a second (a scrape answered
+    by another worker reads them from there), on the running event loop."""
+    if os.environ.get(MULTIPROC_ENV):
+        instruments.start_flushing()
+
+
 def worker_exits() -> None:
-    """A worker's live gauges (open streams) leave the sum when it exits."""
+    """The worker's last counts are written; its live gauges (open streams) leave the sum."""
+    if (instruments := made()) is not None:
+        instruments.stop_flushing()
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
