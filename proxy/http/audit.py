@@ -19,6 +19,8 @@ from proxy.runtime.redaction import VETTED, RedactingFilter
 audit_logger = logging.getLogger("docproxy.audit")
 _as_json = False
 _handler: logging.StreamHandler | None = None  # type: ignore[type-arg]
+_alone: list[logging.Handler] = []  # [_handler]: the handlers an event may reach to be written
+_vetted: list[Any] = []  # the handler's filters when all were last found credential filters
 
 
 def enable(
@@ -28,25 +30,35 @@ def enable(
 ) -> None:
     """Events are written only when ``server.audit_log`` is on (a level check when off).
     ``handler``: docproxy's own stderr handler, which JSON events are written to directly."""
-    global _as_json, _handler
+    global _as_json, _handler, _alone
     audit_logger.setLevel(logging.INFO if on else logging.WARNING)
     _as_json = log_format == "json"
     if handler is not None:
-        _handler = handler
+        _handler, _alone = handler, [handler]
 
 
 def enabled() -> bool:
     return audit_logger.isEnabledFor(logging.INFO)
 
 
-def caller_fields(caller: Caller | None) -> dict[str, Any]:
+def caller_fields(caller: Caller | None, document: str, remote: str | None) -> dict[str, Any]:
+    """The fields of a request about ``document``: the event fills in the rest in place."""
     if caller is None:  # a proxy link: its caller was checked when the link was made
-        return {"client": None, "subject": None, "group": None, "token_id": None}
+        return {
+            "client": None,
+            "subject": None,
+            "group": None,
+            "token_id": None,
+            "document": document,
+            "remote": remote,
+        }
     return {
         "client": caller.client_id,
         "subject": caller.email or caller.client_id,
         "group": caller.group_name,
         "token_id": caller.token_id,
+        "document": document,
+        "remote": remote,
     }
 
 
@@ -64,6 +76,16 @@ def record(event: str, text: str, fields: dict[str, Any]) -> None:
     audit_logger.info("%s %s", text, pairs, extra={**extra, VETTED: True})
 
 
+def _vet(filters: list[Any]) -> bool:
+    """Whether every filter is the credential filter; if so, later events compare the list
+    with this one instead of checking each filter again."""
+    global _vetted
+    if not all(isinstance(f, RedactingFilter) for f in filters):
+        return False
+    _vetted = list(filters)
+    return True
+
+
 def _write_directly(event: str, fields: dict[str, Any]) -> bool:
     """The JSON line written straight to docproxy's own handler, as its formatter would, when
     that handler is the only one the event would reach: a record, the logger's look-ups and
@@ -77,17 +99,18 @@ def _write_directly(event: str, fields: dict[str, Any]) -> bool:
         or audit_logger.filters
         or not audit_logger.propagate
         or parent is None
-        or parent.handlers != [handler]
+        or parent.handlers != _alone
         or parent.filters
         or not isinstance(handler.formatter, JsonFormatter)
-        or any(not isinstance(f, RedactingFilter) for f in handler.filters)
+        or (handler.filters != _vetted and not _vet(handler.filters))
     ):
         return False
     line = json_line(time.time(), "INFO", audit_logger.name, event, fields) + "\n"
     with handler.lock:  # type: ignore[union-attr]
         try:
-            handler.stream.write(line)
-            handler.flush()
+            stream = handler.stream
+            stream.write(line)
+            stream.flush()  # as StreamHandler.flush, which would take the lock held here again
         except Exception:  # as StreamHandler.emit: a broken stderr must not fail downloads
             record = logging.LogRecord(audit_logger.name, logging.INFO, "", 0, event, (), None)
             handler.handleError(record)

@@ -273,16 +273,16 @@ class Endpoints:
         if not audit.enabled():
             url, _ = await self.documents.presign(document_id, caller, base_url, **limits)
             return ok({"download_url": url})
-        fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
+        fields = audit.caller_fields(caller, document_id, remote(request))
         try:
             url, backend = await self.documents.presign(document_id, caller, base_url, **limits)
         except ANSWERED as exc:
-            outcome = f"refused {answer_for(exc, Action.PRESIGN).status}"
-            audit.record("presign", "presign refused", {**fields, "outcome": outcome})
+            fields["outcome"] = f"refused {answer_for(exc, Action.PRESIGN).status}"
+            audit.record("presign", "presign refused", fields)
             raise
-        audit.record(
-            "presign", "presigned URL", {**fields, "backend": backend, "outcome": "issued"}
-        )
+        fields["backend"] = backend  # the request's own dict: filled, not copied
+        fields["outcome"] = "issued"
+        audit.record("presign", "presigned URL", fields)
         return ok({"download_url": url})
 
     async def archive_link(self, request: Request) -> Response:
@@ -401,14 +401,14 @@ class Endpoints:
             if limit is not None:
                 await self.count_use(request, resolved, limit)
             return self.send(request, resolved)
-        fields = {**audit.caller_fields(caller), "document": document_id, "remote": remote(request)}
+        fields = audit.caller_fields(caller, document_id, remote(request))
         try:
             resolved = await self.documents.resolve_document(document_id, caller, disposition)
             if limit is not None:
                 await self.count_use(request, resolved, limit)
         except ANSWERED as exc:
-            outcome = f"refused {answer_for(exc, Action.DOWNLOAD).status}"
-            audit.record("download", "download refused", {**fields, "outcome": outcome})
+            fields["outcome"] = f"refused {answer_for(exc, Action.DOWNLOAD).status}"
+            audit.record("download", "download refused", fields)
             raise
         fields["backend"] = resolved.backend.name  # the request's own dict: filled, not copied
         return self.send(request, resolved, fields)

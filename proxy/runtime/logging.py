@@ -78,6 +78,7 @@ def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
 
 _second = -1
 _second_text = ""
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))  # no formatting per line
 
 
 def _utc(created: float) -> str:
@@ -86,7 +87,7 @@ def _utc(created: float) -> str:
     if second != _second:  # the date and time are formatted once a second
         _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second = second
-    return f"{_second_text}.{int((created - second) * 1000):03d}Z"
+    return _second_text + _MILLISECONDS[int((created - second) * 1000)]
 
 
 def formatter(log_format: str) -> logging.Formatter:
