@@ -64,9 +64,9 @@ def caller_fields(caller: Caller | None, document: str, remote: str | None) -> d
 
 def record(event: str, text: str, fields: dict[str, Any]) -> None:
     """Write one event; ``text`` starts the text line (the JSON one carries ``event``)."""
-    extra = {"event": event, "fields": fields}
     if _as_json and _write_directly(event, fields):
         return
+    extra = {"event": event, "fields": fields}
     if _as_json:
         # The formatter writes the fields, not the message: the message is left short, so
         # the credential filter has nothing to search (the fields hold ids, never secrets).
