@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from proxy.auth.tokens import Caller
-from proxy.runtime.logging import JsonFormatter, json_line
+from proxy.runtime.logging import JsonFormatter, json_line, json_line_bytes
 from proxy.runtime.redaction import VETTED, RedactingFilter
 
 audit_logger = logging.getLogger("docproxy.audit")
@@ -105,13 +105,35 @@ def _write_directly(event: str, fields: dict[str, Any]) -> bool:
         or (handler.filters != _vetted and not _vet(handler.filters))
     ):
         return False
-    line = json_line(time.time(), "INFO", audit_logger.name, event, fields) + "\n"
+    stream = handler.stream
+    raw = _utf8_bytes_of(stream)
     with handler.lock:  # type: ignore[union-attr]
         try:
-            stream = handler.stream
-            stream.write(line)
-            stream.flush()  # as StreamHandler.flush, which would take the lock held here again
+            if raw is None:
+                line = json_line(time.time(), "INFO", audit_logger.name, event, fields)
+                stream.write(line + "\n")
+                stream.flush()  # as StreamHandler.flush, which would take the held lock again
+            else:
+                raw.write(json_line_bytes(time.time(), "INFO", audit_logger.name, event, fields))
+                raw.flush()
         except Exception:  # as StreamHandler.emit: a broken stderr must not fail downloads
             record = logging.LogRecord(audit_logger.name, logging.INFO, "", 0, event, (), None)
             handler.handleError(record)
     return True
+
+
+_binary: tuple[object, Any] = (None, None)  # a text stream, and its UTF-8 byte stream or None
+
+
+def _utf8_bytes_of(stream: Any) -> Any:
+    """The byte stream under a UTF-8 text stream that holds nothing back (stderr's: written
+    through), else None: a line written there in bytes follows everything written before it,
+    and orjson's bytes are not decoded into text for the text stream to encode again."""
+    global _binary
+    if _binary[0] is not stream:
+        buffer = getattr(stream, "buffer", None)
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
+        through = getattr(stream, "write_through", False)
+        usable = buffer is not None and encoding in ("utf-8", "utf8") and through
+        _binary = (stream, buffer if usable else None)
+    return _binary[1]
