@@ -1,0 +1,68 @@
+"""How a JSON audit event reaches stderr: orjson's bytes written under the text stream when it
+writes through (as stderr does), in order with the text written around it; else as text."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from proxy.http import audit
+from proxy.runtime.logging import JsonFormatter, logger
+
+
+class Writes(io.RawIOBase):
+    """A raw stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+@pytest.fixture
+def use_stream():
+    saved = logger.handlers, logger.propagate, audit._handler, audit._alone, audit._as_json
+
+    def use(stream) -> None:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(JsonFormatter())
+        logger.handlers, logger.propagate = [handler], False
+        audit.enable(True, "json", handler)
+
+    yield use
+    logger.handlers, logger.propagate = saved[0], saved[1]
+    audit._handler, audit._alone, audit._as_json = saved[2], saved[3], saved[4]
+    audit.enable(False)
+
+
+def test_through_a_written_through_stream_an_event_is_one_write_of_bytes(use_stream):
+    raw = Writes()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)  # as stderr's
+    use_stream(stream)
+    assert audit._utf8_bytes_of(stream) is raw  # the bytes go there, not through the text
+    stream.write("before\n")
+    audit.record("presign", "presigned URL", {"document": "é", "size": 2**70})
+    stream.write("after\n")
+    assert raw.writes[0] == b"before\n" and raw.writes[2] == b"after\n"
+    assert len(raw.writes) == 3 and raw.writes[1].endswith(b"}\n")
+    event = json.loads(raw.writes[1])
+    assert event["document"] == "é" and event["size"] == 2**70  # beyond orjson: as text
+    assert event["logger"] == "docproxy.audit" and event["event"] == "presign"
+
+
+def test_a_stream_that_holds_text_back_is_written_as_text(use_stream):
+    stream = io.StringIO()
+    use_stream(stream)
+    assert audit._utf8_bytes_of(stream) is None
+    audit.record("presign", "presigned URL", {"document": "a"})
+    audit.record("presign", "presigned URL", {"document": "b"})
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["document"] for line in lines] == ["a", "b"]
