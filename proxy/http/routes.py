@@ -136,7 +136,6 @@ class Endpoints:
         # Downloads first: the router tries routes in order, and each miss costs a regex match.
         # "/download/" (empty id) is a download too: its id fails the check with the API's 435.
         get = ["GET", "HEAD"]
-        openapi_json()  # read at start: a broken description stops the start, not a request
         download, presign, token = Action.DOWNLOAD, Action.PRESIGN, Action.TOKEN
         return [
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
