@@ -3,13 +3,13 @@ as one JSON object per line (``server.log_format``), uvicorn's lines included.""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from contextvars import ContextVar
+from types import ModuleType
 from typing import Any
-
-import orjson
 
 from proxy.runtime.redaction import install_redaction
 
@@ -57,10 +57,19 @@ def json_line(
     if fields:
         line.update(fields)
     # orjson: a line costs a sixth of the standard library's encoder, on every audited request.
+    encoder = _orjson()
     try:
-        return orjson.dumps(line, default=str).decode()
-    except orjson.JSONEncodeError:  # what orjson refuses (an integer beyond 64 bits): as text
+        return encoder.dumps(line, default=str).decode()
+    except encoder.JSONEncodeError:  # what orjson refuses (an integer beyond 64 bits): as text
         return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+@functools.cache
+def _orjson() -> ModuleType:
+    """orjson, imported by the first JSON line: text logs without an audit trail never need it."""
+    import orjson
+
+    return orjson
 
 
 def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
