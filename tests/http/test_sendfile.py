@@ -134,6 +134,27 @@ def test_pipelined_requests_are_answered_in_order(service):
         assert read_response(sock, buffered)[0] == 200
 
 
+def test_a_sendfiled_body_ends_without_the_corks_delay(service):
+    """While a span goes out by sendfile the socket is corked (full segments only); it is
+    uncorked once the span is queued, so neither the body's end nor the next response on the
+    connection waits for the kernel's 200 ms flush of a corked short segment."""
+    stop = 4 * MiB + 12345  # the span ends with a short segment, and so does the tail
+    assert sendfile_tail(IN_FLIGHT) < stop
+    before = counters(service)
+    buffered = bytearray()
+    took = []
+    with connect(service.port, timeout=30) as sock:
+        for _ in range(5):
+            started = time.monotonic()
+            send_all(sock, request_bytes("/download/big", service.auth, f"Range: bytes=0-{stop}"))
+            assert read_response(sock, buffered)[2] == service.data[: stop + 1]
+            send_all(sock, request_bytes("/livez"))
+            assert read_response(sock, buffered)[0] == 200
+            took.append(time.monotonic() - started)
+    assert counters(service)["zero_copy"] - before["zero_copy"] == 5
+    assert min(took) < 0.1, took  # a cork left on would hold each end for 200 ms
+
+
 def test_slow_readers_keep_memory_flat(service):
     """Four readers far slower than the server: the bodies stay in the page cache and the
     socket buffers, not in the server's memory."""
