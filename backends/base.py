@@ -63,8 +63,9 @@ class FileSpan(Protocol):
         """Raise ``ObjectChanged`` when the file is no longer the pinned version, or
         ``StorageError`` when it now ends before ``end``."""
 
-    def read(self, offset: int, size: int) -> bytes:
-        """``size`` bytes at ``offset``; ``StorageError`` when fewer are there."""
+    def chunks(self, offset: int, size: int) -> AsyncIterator[bytes]:
+        """Bytes ``[offset, end)`` read in chunks of ``size``, each checked against the pin
+        after its read; ``StorageError`` (``ObjectChanged``) as ``stream_range`` raises them."""
 
     def close(self) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -140,22 +140,30 @@ class LocalBackend:
             return
         fd = await self._open(path, key)
         try:
-            offset, remaining = start, length
-            while remaining > 0:
-                try:
-                    chunk = await self._read_chunk(fd, offset, min(self.chunk_size, remaining))
-                except OSError as exc:
-                    raise StorageError(f"read {key!r}: {exc}") from exc
-                if not chunk:
-                    raise StorageError(f"{key!r} ended {remaining} bytes early")
-                # After the read, before the bytes go out: a write that touched them has
-                # changed the file's mtime (or size) by now.
-                _check_version(fd, version, key)
-                offset += len(chunk)
-                remaining -= len(chunk)
+            async for chunk in self._checked_chunks(fd, start, end, version, key, self.chunk_size):
                 yield chunk
         finally:
             os.close(fd)
+
+    async def _checked_chunks(
+        self, fd: int, start: int, end: int, version: Hashable | None, key: str, size: int
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of the open ``fd`` in chunks of ``size``, each checked
+        against ``version`` after its read and before it is handed on."""
+        offset, remaining = start, end - start
+        while remaining > 0:
+            try:
+                chunk = await self._read_chunk(fd, offset, min(size, remaining))
+            except OSError as exc:
+                raise StorageError(f"read {key!r}: {exc}") from exc
+            if not chunk:
+                raise StorageError(f"{key!r} ended {remaining} bytes early")
+            # After the read, before the bytes go out: a write that touched them has
+            # changed the file's mtime (or size) by now.
+            _check_version(fd, version, key)
+            offset += len(chunk)
+            remaining -= len(chunk)
+            yield chunk
 
     async def open_span(
         self, key: str, start: int, end: int, version: Hashable | None = None
@@ -163,7 +171,7 @@ class LocalBackend:
         """Bytes ``[start, end)`` of ``key`` as an open file, checked against ``version`` now;
         the caller checks it again after each piece it sends (see ``LocalSpan``)."""
         fd = await self._open(self._path(key), key)
-        span = LocalSpan(fd, start, end, key, version)
+        span = LocalSpan(fd, start, end, key, version, self._checked_chunks)
         try:
             span.check()
         except BaseException:
@@ -229,16 +237,25 @@ class LocalBackend:
 class LocalSpan:
     """An open file, pinned like ``stream_range``'s reads: its bytes leave by ``sendfile``
     without passing through Python, so the pin is checked after each piece instead of after
-    each read (``check``)."""
+    each read (``check``); ``chunks`` reads the rest of it as ``stream_range`` does."""
 
-    __slots__ = ("end", "fd", "key", "start", "version")
+    __slots__ = ("_chunks", "end", "fd", "key", "start", "version")
 
-    def __init__(self, fd: int, start: int, end: int, key: str, version: Hashable | None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        start: int,
+        end: int,
+        key: str,
+        version: Hashable | None,
+        chunks: Callable[[int, int, int, Hashable | None, str, int], AsyncIterator[bytes]],
+    ) -> None:
         self.fd = fd
         self.start = start
         self.end = end
         self.key = key
         self.version = version
+        self._chunks = chunks
 
     def check(self) -> None:
         try:
@@ -250,14 +267,8 @@ class LocalSpan:
         if st.st_size < self.end:
             raise StorageError(f"{self.key!r} ended {self.end - st.st_size} bytes early")
 
-    def read(self, offset: int, size: int) -> bytes:
-        try:
-            data = os.pread(self.fd, size, offset)
-        except OSError as exc:
-            raise StorageError(f"read {self.key!r}: {exc}") from exc
-        if len(data) != size:
-            raise StorageError(f"{self.key!r} ended {size - len(data)} bytes early")
-        return data
+    def chunks(self, offset: int, size: int) -> AsyncIterator[bytes]:
+        return self._chunks(self.fd, offset, self.end, self.version, self.key, size)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -315,13 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these rows, comma-separated (e.g. 3,6); prints only, saves nothing",
     )
     parser.add_argument(
-        "--sendfile",
+        "--no-sendfile",
         action="store_true",
-        help="every docproxy with download.sendfile: true (local bodies by sendfile(2))",
+        help="every docproxy with download.sendfile: false (local bodies read through Python)",
     )
     args = parser.parse_args(argv)
-    if args.sendfile:
-        os.environ[SENDFILE_ENV] = "1"  # read by each Docproxy's config, in this process
+    if args.no_sendfile:
+        os.environ[SENDFILE_ENV] = "0"  # read by each Docproxy's config, in this process
     only = None
     if args.rows:
         only = frozenset(r.strip() for r in args.rows.split(",") if r.strip())
@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     mode = "quick smoke run, figures meaningless" if args.quick else "full run"
-    if args.sendfile:
-        mode += ", download.sendfile on"
+    if args.no_sendfile:
+        mode += ", download.sendfile off"
     if only is not None:
         mode += f", rows {', '.join(n for n in known_rows() if n in only)} only"
     table = render(bench, started, mode)

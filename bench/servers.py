@@ -34,7 +34,7 @@ CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret"
 S3_BUCKET = "bench"
 ACCEL_PREFIX = "/protected/"
-# Set to "1" (by ``--sendfile``): every docproxy runs with ``download.sendfile: true``.
+# Set to "0" (by ``--no-sendfile``): every docproxy runs with ``download.sendfile: false``.
 SENDFILE_ENV = "DOCPROXY_BENCH_SENDFILE"
 
 
@@ -201,8 +201,8 @@ class Docproxy:
             "storage": {"default": "local", "backends": backends},
             "download": {"cache_control": "no-cache"},
         }
-        if os.environ.get(SENDFILE_ENV) == "1":
-            config["download"]["sendfile"] = True
+        if os.environ.get(SENDFILE_ENV) == "0":
+            config["download"]["sendfile"] = False
         if self.accel:
             config["download"]["accel_redirect"] = {"enabled": True, "prefix": ACCEL_PREFIX}
         if self.observed is not None:

@@ -38,6 +38,7 @@ from proxy.http.envelope import EXCEPTION_HANDLERS
 from proxy.http.requestid import RequestIdMiddleware
 from proxy.http.routes import Endpoints
 from proxy.http.status_lines import use_reason_phrases
+from proxy.http.streaming import kernel_in_flight
 from proxy.limits.logins import FailedLogins
 from proxy.metrics import instruments
 from proxy.metrics.exposition import metrics_route
@@ -139,6 +140,12 @@ def _issuer_keys(auth: AuthConfig) -> tuple[object, ...]:
     return (auth.issuers, auth.jwks_min_refresh, auth.jwks_timeout, auth.leeway)
 
 
+def _in_flight(settings: Settings) -> int:
+    """download.sendfile_in_flight, or what this host's kernel may hold in flight."""
+    given = settings.download.sendfile_in_flight
+    return given if given is not None else kernel_in_flight()
+
+
 def create_app(settings: Settings) -> Starlette:
     handler = configure_logging(settings.server.log_level, settings.server.log_format)
     as_json = settings.server.log_format == "json"
@@ -177,6 +184,7 @@ def create_app(settings: Settings) -> Starlette:
         presigns=CallerBudget(state, "presigns", settings.limits.presigns_per_minute),
         accel=AccelRedirect.from_settings(settings),
         sendfile=settings.download.sendfile,
+        in_flight=_in_flight(settings),
         archives=ArchiveService(
             documents, archive_links, settings.zip, settings.server.limits.max_target_bytes
         ),

@@ -166,10 +166,11 @@ class DownloadConfig:
     sniff_bytes: int = 2048
     # A reader that takes no byte for this long is cut off; a slow one keeps its stream.
     send_timeout: float = 60.0
-    # Local files leave by sendfile(2) on plain TCP: far less CPU, but the kernel sends what
-    # the page cache holds when it transmits, so an in-place rewrite mid-download can put new
-    # bytes in the (cut) body. For roots whose files are only ever replaced whole.
-    sendfile: bool = False
+    # Local files leave by sendfile(2) on plain TCP: far less CPU, no copy in memory.
+    sendfile: bool = True
+    # How many bytes the kernel may hold in flight to a reader, which the last bytes of a
+    # sendfile'd body exceed (they go through Python, checked); None: read from /proc/sys/net.
+    sendfile_in_flight: int | None = None
     accel_redirect: AccelRedirectConfig = field(default_factory=AccelRedirectConfig)
 
 
@@ -574,11 +575,17 @@ def _download(s: Section) -> DownloadConfig:
             inline_types=_inline_types(s),
             send_timeout=s.duration("send_timeout"),
             sendfile=s.boolean("sendfile"),
+            sendfile_in_flight=_auto_size(s, "sendfile_in_flight"),
             accel_redirect=_accel_redirect(s.section("accel_redirect")),
         )
     )
     s.finish()
     return config
+
+
+def _auto_size(s: Section, key: str) -> int | None:
+    """A byte size, or ``auto`` (None: the field's default, worked out at start)."""
+    return None if s.raw(key) == "auto" else s.size(key)
 
 
 def _state(s: Section) -> StateConfig:

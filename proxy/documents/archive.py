@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -17,7 +18,9 @@ from proxy.auth.tokens import Caller
 from proxy.config.settings import ZipConfig
 from proxy.documents.errors import ArchiveTooLarge, DocumentError
 from proxy.documents.service import DocumentService, ResolvedDocument
-from proxy.documents.zipping import Entry, archive_chunks, archive_length
+
+if TYPE_CHECKING:
+    from proxy.documents.zipping import Entry
 
 # Browsers, proxies and servers cut URLs somewhere past 64 KiB; a longer link would be handed
 # out only to fail when followed.
@@ -81,6 +84,9 @@ class ArchiveService:
             fingerprint=None,
             token_id="",
         )
+        # zipstream-ng and isal are imported by the first archive, not by every start.
+        from proxy.documents.zipping import Entry, archive_length
+
         resolved = await self._resolve_all(grant.document_ids, caller)
         self._check_bytes(resolved)
         names = unique_names(r.filename for r in resolved)
@@ -92,6 +98,8 @@ class ArchiveService:
         return Archive(entries, length)
 
     def chunks(self, archive: Archive) -> AsyncIterator[bytes]:
+        from proxy.documents.zipping import archive_chunks
+
         return archive_chunks(archive.entries, compress=self.config.compress)
 
     def _reader(self, resolved: ResolvedDocument) -> Callable[[], AsyncIterator[bytes]]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import importlib.util
+import logging
 import mimetypes
 import posixpath
 import re
+import sys
 from types import ModuleType
 
 OCTET_STREAM = "application/octet-stream"
@@ -36,11 +40,24 @@ _PREFERRED_EXTENSION = {
     "text/plain": ".txt",
     "application/pdf": ".pdf",
 }
-for _ext, _type in _KNOWN_TYPES.items():
-    mimetypes.add_type(_type, _ext)
+
+# The file name python-magic falls back to on Linux (after asking ldconfig).
+_LIBMAGIC_SONAME = "libmagic.so.1" if sys.platform == "linux" else None
+
+logger = logging.getLogger("docproxy")
 
 # What libmagic says of formats that are containers of another: a DOCX is a ZIP to it.
 _GENERIC_SNIFFS = {OCTET_STREAM, "application/zip", "text/plain", "application/x-empty"}
+
+
+@functools.cache
+def _mimetypes() -> ModuleType:
+    """The standard library's tables with the API's types registered in them, at the first
+    name the known types do not cover: reading the OS's tables costs 2 ms and 400 KiB, which
+    a start whose documents all carry the usual extensions need not pay."""
+    for ext, media_type in _KNOWN_TYPES.items():
+        mimetypes.add_type(media_type, ext)
+    return mimetypes
 
 
 def type_from_name(name: str | None) -> str | None:
@@ -49,7 +66,7 @@ def type_from_name(name: str | None) -> str | None:
     ext = posixpath.splitext(name)[1].lower()
     if not ext:
         return None
-    return _KNOWN_TYPES.get(ext) or mimetypes.types_map.get(ext)
+    return _KNOWN_TYPES.get(ext) or _mimetypes().types_map.get(ext)
 
 
 def type_from_column(value: str | None) -> str | None:
@@ -76,21 +93,45 @@ def _libmagic() -> tuple[ModuleType | None, str | None]:
     return magic, None
 
 
+@functools.cache
 def libmagic_problem() -> str | None:
-    """Why MIME sniffing is unavailable, or None when libmagic loads."""
+    """Why MIME sniffing is unavailable, or None when libmagic loads.
+
+    Asked at start. Importing python-magic there would cost every start about 10 ms (it runs
+    ldconfig to find the library) and a megabyte, for documents whose name and type disagree or
+    say nothing, which many deployments never serve. So where the system's library opens by
+    the name python-magic also tries, the import waits for the first sniff (which pays those
+    10 ms once); elsewhere it is tried now, for its own reason."""
+    if _LIBMAGIC_SONAME and importlib.util.find_spec("magic") is not None:
+        try:
+            ctypes.CDLL(_LIBMAGIC_SONAME)
+        except OSError:
+            pass
+        else:
+            return None
     return _libmagic()[1]
 
 
 def sniff(head: bytes) -> str | None:
     """libmagic's verdict on the first bytes, or None when libmagic is unavailable."""
-    magic = _libmagic()[0]
-    if not head or magic is None:
+    if not head:
+        return None
+    magic, problem = _libmagic()
+    if magic is None:
+        if libmagic_problem() is None:  # the start found the library: this failure is news
+            _warn_once(problem)
         return None
     try:
         found = magic.from_buffer(head, mime=True)
     except Exception:  # libmagic confused: sniffing is only a tie-breaker
         return None
     return found or None
+
+
+@functools.cache
+def _warn_once(problem: str | None) -> None:
+    """The library opened at start, yet python-magic failed to load it: said once."""
+    logger.warning("MIME sniffing is off: libmagic cannot be loaded (%s)", problem)
 
 
 def choose_type(by_name: str | None, by_column: str | None, sniffed: str | None) -> str:
@@ -129,4 +170,4 @@ def extension_for(content_type: str) -> str | None:
     for ext, known in _KNOWN_TYPES.items():
         if known == content_type:
             return ext
-    return mimetypes.guess_extension(content_type)
+    return _mimetypes().guess_extension(content_type)

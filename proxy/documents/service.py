@@ -380,7 +380,8 @@ class CountedRead:
 class OpenFile:
     """A store's span as an open local file (``fd``, ``start``, ``end``), for the HTTP layer
     to send with ``sendfile``; its faults come out as ``StoreFailed``. ``check`` after each
-    piece sent is what pins the bytes to the version ``stat`` saw."""
+    piece sent is what pins the bytes to the version ``stat`` saw; ``chunks`` reads the rest
+    through Python, pinned like any read."""
 
     __slots__ = ("_reads", "_span", "end", "fd", "start")
 
@@ -397,12 +398,22 @@ class OpenFile:
         except StorageError as exc:
             raise StoreFailed(str(exc)) from exc
 
-    def read(self, offset: int, size: int) -> bytes:
+    async def chunks(self, offset: int, size: int) -> AsyncIterator[bytes]:
+        """Bytes ``[offset, end)`` in chunks of ``size``, each read, checked and counted before
+        it is handed on."""
+        reads = self._span.chunks(offset, size)
         try:
-            data = self._span.read(offset, size)
-        except StorageError as exc:
-            raise StoreFailed(str(exc)) from exc
-        return data
+            while True:
+                try:
+                    chunk = await anext(reads)
+                except StopAsyncIteration:
+                    return
+                except StorageError as exc:
+                    raise StoreFailed(str(exc)) from exc
+                self._reads.bytes_read += len(chunk)
+                yield chunk
+        finally:
+            await reads.aclose()  # type: ignore[attr-defined]
 
     def count_sent(self, size: int) -> None:
         """``size`` bytes of the span left without a read through Python: counted as read."""

@@ -53,7 +53,7 @@ from proxy.http.requests import (
     optional_string,
     required_string,
 )
-from proxy.http.streaming import DownloadResponse
+from proxy.http.streaming import UNKNOWN_IN_FLIGHT, DownloadResponse
 from proxy.limits.logins import FailedLogins
 from proxy.metrics import instruments
 from proxy.state.errors import StateFailed
@@ -124,6 +124,7 @@ class Endpoints:
     issuers: IssuerTokens | None = None  # auth.issuers: the application's identity providers
     accel: AccelRedirect | None = None
     sendfile: bool = False  # download.sendfile: local bodies offered to the server as files
+    in_flight: int = UNKNOWN_IN_FLIGHT  # what the kernel may hold in flight (sendfile_tail)
     archives: ArchiveService | None = None
     archive_links: ArchiveLinkSigner | None = None
     failed_logins: FailedLogins = field(default_factory=lambda: FailedLogins(None))
@@ -136,7 +137,6 @@ class Endpoints:
         # Downloads first: the router tries routes in order, and each miss costs a regex match.
         # "/download/" (empty id) is a download too: its id fails the check with the API's 435.
         get = ["GET", "HEAD"]
-        openapi_json()  # read at start: a broken description stops the start, not a request
         download, presign, token = Action.DOWNLOAD, Action.PRESIGN, Action.TOKEN
         return [
             Route("/download/{document_id:path}", Handler(self.download, download), methods=get),
@@ -450,6 +450,7 @@ class Endpoints:
             trail=_with_range(trail, headers.get("content-range")),
             backend=resolved.backend.name,
             files=read if self.sendfile else None,
+            in_flight=self.in_flight,
         )
 
     async def openapi(self, request: Request) -> Response:

@@ -5,7 +5,8 @@ so at most a couple of chunks per connection are ever in memory. A storage fault
 headers went out must not look like a clean end of body, so it aborts the connection.
 
 A local file on a plain TCP connection goes out with ``sendfile(2)`` instead (the server's
-``docproxy.sendfile`` extension): from the page cache to the socket, never through Python.
+``docproxy.sendfile`` extension): from the page cache to the socket, never through Python,
+except its last bytes (see ``sendfile_tail``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -46,11 +48,47 @@ ABORT_EXTENSION = "docproxy.abort"
 # and the log), and it sends a whole span with no point between waits to check the pin.
 SENDFILE_EXTENSION = "docproxy.sendfile"
 
-# Bodies up to this size go out without a disconnect watcher (one storage read, one send),
-# and never by sendfile: one read is as cheap as sendfile's extra calls for them.
+# Bodies up to this size go out without a disconnect watcher (one storage read, one send).
 SINGLE_MESSAGE_LIMIT = 64 * 1024
 
 SendFile = Callable[[int, int, int], Awaitable[int]]
+
+# When /proc/sys/net cannot be read: more than any default Linux socket buffers hold.
+UNKNOWN_IN_FLIGHT = 64 * 1024 * 1024
+# What uvicorn's transport may hold beyond the socket before a send waits (its high-water mark).
+TRANSPORT_BUFFER = 64 * 1024
+# The reads of a sendfile'd body's tail: small, so a slow reader's stream holds little memory.
+TAIL_CHUNK = 256 * 1024
+
+
+def kernel_in_flight(net: Path = Path("/proc/sys/net")) -> int:
+    """The most bytes the kernel can hold between docproxy's send and the reading program on
+    this host: the largest TCP send buffer plus the largest receive buffer (a loopback reader's
+    queue holds sendfile's page-cache pages themselves, not copies of them)."""
+    try:
+        send = max(_third(net / "ipv4/tcp_wmem"), 2 * _number(net / "core/wmem_max"))
+        receive = max(_third(net / "ipv4/tcp_rmem"), 2 * _number(net / "core/rmem_max"))
+    except (OSError, ValueError, IndexError):
+        return UNKNOWN_IN_FLIGHT
+    return send + receive
+
+
+def _third(path: Path) -> int:
+    return int(path.read_text().split()[2])
+
+
+def _number(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def sendfile_tail(in_flight: int) -> int:
+    """How many last bytes of a body go through Python, read and checked, rather than by
+    sendfile. The kernel sends a page as the page cache holds it when the reader takes it, so
+    a file rewritten in place changes the sendfile'd bytes still in flight. Once this many
+    bytes follow them, the last check of the file (after the last read, before its bytes go
+    out) comes after every sendfile'd byte has reached the reader: a changed file is caught
+    and the body cut, never completed with new bytes in it."""
+    return in_flight + 2 * TAIL_CHUNK + TRANSPORT_BUFFER
 
 
 class FileSource(Protocol):
@@ -79,9 +117,11 @@ class DownloadResponse(Response):
         trail: dict[str, Any] | None = None,
         backend: str = "",
         files: FileSource | None = None,
+        in_flight: int = UNKNOWN_IN_FLIGHT,
     ) -> None:
         self.chunks = chunks
         self.files = files  # offers the body as a local file, for sendfile
+        self.in_flight = in_flight  # kernel_in_flight(), or download.sendfile_tail's setting
         self.status_code = status_code
         self.background = None
         self.stats = stats
@@ -106,7 +146,8 @@ class DownloadResponse(Response):
             self._audit("complete", 0)
             return
         sendfile: SendFile | None = None
-        if self.files is not None and not self._is_single_message():
+        if self.files is not None and self.length > sendfile_tail(self.in_flight):
+            # (A shorter body would be all tail: the usual reads are just that.)
             sendfile = scope.get("extensions", {}).get(SENDFILE_EXTENSION)
         opened = await self._open_file() if sendfile is not None else None
         if opened is None:
@@ -136,7 +177,10 @@ class DownloadResponse(Response):
             complete = None
             if opened is not None and sendfile is not None:
                 try:
-                    complete = await self._send_file(opened, sendfile, send)
+                    complete = await self._send_file(opened, sendfile)
+                    if complete:  # the tail, read and checked
+                        self.chunks = opened.chunks(opened.start + self._sent, TAIL_CHUNK)
+                        complete = await self._stream(receive, send)
                 finally:
                     opened.close()
             if complete is None:  # today's path: no file, or the server could not start
@@ -189,16 +233,17 @@ class DownloadResponse(Response):
             group.cancel_scope.cancel()
         return complete
 
-    async def _send_file(self, opened: OpenFile, sendfile: SendFile, send: Send) -> bool | None:
-        """Send the body with sendfile: True when complete, False when cut (``_failure`` set
-        when by the store), None when the server could not start (nothing sent).
+    async def _send_file(self, opened: OpenFile, sendfile: SendFile) -> bool | None:
+        """Send the body but its tail (``sendfile_tail``) with sendfile: True when the tail
+        is left to send, False when cut (``_failure`` set when by the store), None when the
+        server could not start (nothing sent).
 
-        The file is checked after each piece, so a rewrite is caught at the next one, and the
-        last byte is read and checked before it goes out as the final message: a body whose
-        bytes changed on the way never ends complete. No disconnect watcher is needed: the
-        server's sendfile raises ``ConnectionError`` once the client is gone.
+        The file is checked after each piece, so a rewrite is caught at the next one. No
+        disconnect watcher is needed: the server's sendfile raises ``ConnectionError`` once
+        the client is gone.
         """
-        position, last = opened.start, opened.end - 1
+        position = opened.start
+        last = opened.end - sendfile_tail(self.in_flight)
         try:
             while position < last:
                 try:
@@ -221,14 +266,9 @@ class DownloadResponse(Response):
                 self._sent += sent
                 opened.count_sent(sent)
                 opened.check()
-            tail = opened.read(last, 1)
-            opened.check()
         except StoreFailed as exc:
             self._store_failed(exc)
             return False
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
-        self._sent += 1
-        opened.count_sent(1)
         return True
 
     def _count(self, metered: instruments.Instruments, outcome: str) -> None:

@@ -7,8 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from proxy.metrics.instruments import Instruments, made
+if TYPE_CHECKING:  # ``docproxy serve`` imports this module before prometheus-client is needed
+    from proxy.metrics.instruments import Instruments
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -42,6 +44,8 @@ def worker_starts(instruments: Instruments) -> None:
 
 def worker_exits() -> None:
     """The worker's last counts are written; its live gauges (open streams) leave the sum."""
+    from proxy.metrics.instruments import made
+
     if (instruments := made()) is not None:
         instruments.stop_flushing()
     if os.environ.get(MULTIPROC_ENV):

@@ -13,7 +13,6 @@ bounds what is retained and removes those faults. The figures are in bench/READM
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # mallopt(3) parameter numbers, from glibc's <malloc.h>.
@@ -33,10 +32,10 @@ def tune_malloc() -> bool:
     An operator's own ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` /
     ``MALLOC_TRIM_THRESHOLD_`` wins.
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The symbols already loaded, the C library's among them: no search for its file
+        # (``ctypes.util.find_library`` runs ldconfig in a subprocess).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

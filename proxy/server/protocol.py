@@ -153,6 +153,8 @@ class EdgeProtocol(HttpToolsProtocol):
         # While a sendfile waits for a full socket: a duplicate of the socket's descriptor
         # (uvloop refuses a writer on the transport's own), and the wait's outcome.
         self._socket_fd = -1
+        self._socket: Any = None
+        self._corked = False  # TCP_CORK set for a sendfile span not yet all queued
         self._watched: int | None = None
         self._writable: asyncio.Future[str] | None = None
 
@@ -169,6 +171,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if sock is not None and transport.get_extra_info("sslcontext") is None:
             # Plain TCP only: through TLS the bytes must pass through the encryption.
             self._socket_fd = sock.fileno()
+            self._socket = sock
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_watching("cut")
@@ -406,6 +409,11 @@ class EdgeProtocol(HttpToolsProtocol):
             self._ensure_open(cycle)
             if self.transport.get_write_buffer_size():
                 raise BlockingIOError("the response head is still buffered")
+        if not self._corked:
+            # Full segments only while the span goes out, as nginx's tcp_nopush does: without
+            # it each sendfile call pushes a short last segment (about 15% more CPU per byte
+            # and lower throughput on loopback).
+            self._cork(True)
         try:
             sent = os.sendfile(self._socket_fd, fd, offset, count)
         except BlockingIOError:
@@ -420,7 +428,18 @@ class EdgeProtocol(HttpToolsProtocol):
             self._abort_response(cycle)
             raise EOFError("the file ended early")
         cycle.expected_content_length -= sent
+        if sent == count:
+            self._cork(False)  # all queued: its last short segment leaves now, not in 200 ms
         return sent
+
+    def _cork(self, on: bool) -> None:
+        """Set or clear TCP_CORK (only on an open connection: a closed descriptor's number
+        may already belong to another socket). A cut span needs no clearing: it is reset.
+        A refusal is no store fault: the bytes go out uncorked, or the send says the socket
+        is gone."""
+        with contextlib.suppress(OSError):
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+        self._corked = on
 
     def _ensure_open(self, cycle: RequestResponseCycle) -> None:
         if cycle.disconnected or self._finished():

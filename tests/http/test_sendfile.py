@@ -4,6 +4,8 @@ kept on that path: HEAD, keep-alive, backpressure with flat memory, disconnects,
 timeout, and a file cut short under the download.
 
 ``/healthz``'s ``zero_copy`` counts the bodies sent that way, so each test shows the path taken.
+The module's server says the kernel holds at most 1 MiB in flight, so a body's last 1.6 MiB
+(``sendfile_tail``) go through Python whatever this host's socket buffers are.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import httpx
 import pytest
 
+from proxy.http.streaming import kernel_in_flight, sendfile_tail
 from tests.harness import run_cli
 from tests.http.test_large_file import MemorySampler, write_big_file
 from tests.samples import insert_document
@@ -26,11 +29,14 @@ from tests.server.raw import connect, parse, send_all
 MiB = 1024 * 1024
 SIZE = 64 * MiB
 SENDFILE = {"download": {"sendfile": True}}
+IN_FLIGHT = MiB  # the module's server's download.sendfile_in_flight
 
 
 @pytest.fixture(scope="module")
 def service(make_module_service):
-    service = make_module_service({"download": {"send_timeout": 1, "sendfile": True}})
+    service = make_module_service(
+        {"download": {"send_timeout": 1, "sendfile": True, "sendfile_in_flight": IN_FLIGHT}}
+    )
     workdir = service.config_path.parent
     service.data = os.urandom(SIZE)
     (workdir / "files" / "big.bin").write_bytes(service.data)
@@ -105,7 +111,9 @@ def test_whole_file_range_and_head_on_one_keep_alive_connection(service):
         assert status == 200 and b'"zero_copy"' in body
         assert not buffered and sock.recv(1) == b""  # closed as asked, nothing extra
     after = counters(service)
-    assert after["zero_copy"] - before["zero_copy"] == 3  # the GETs, not the HEAD
+    # The whole file and the long range; the last 100000 bytes are shorter than the tail.
+    assert 100000 < sendfile_tail(IN_FLIGHT) < stop + 1 - start
+    assert after["zero_copy"] - before["zero_copy"] == 2
     sent = SIZE + (stop + 1 - start) + 100000
     assert after["bytes_sent"] - before["bytes_sent"] == sent
     assert after["bytes_read"] - before["bytes_read"] == sent
@@ -124,6 +132,27 @@ def test_pipelined_requests_are_answered_in_order(service):
         assert read_response(sock, buffered)[2] == service.data[:100000]
         assert read_response(sock, buffered)[2] == service.data[100000:300000]
         assert read_response(sock, buffered)[0] == 200
+
+
+def test_a_sendfiled_body_ends_without_the_corks_delay(service):
+    """While a span goes out by sendfile the socket is corked (full segments only); it is
+    uncorked once the span is queued, so neither the body's end nor the next response on the
+    connection waits for the kernel's 200 ms flush of a corked short segment."""
+    stop = 4 * MiB + 12345  # the span ends with a short segment, and so does the tail
+    assert sendfile_tail(IN_FLIGHT) < stop
+    before = counters(service)
+    buffered = bytearray()
+    took = []
+    with connect(service.port, timeout=30) as sock:
+        for _ in range(5):
+            started = time.monotonic()
+            send_all(sock, request_bytes("/download/big", service.auth, f"Range: bytes=0-{stop}"))
+            assert read_response(sock, buffered)[2] == service.data[: stop + 1]
+            send_all(sock, request_bytes("/livez"))
+            assert read_response(sock, buffered)[0] == 200
+            took.append(time.monotonic() - started)
+    assert counters(service)["zero_copy"] - before["zero_copy"] == 5
+    assert min(took) < 0.1, took  # a cork left on would hold each end for 200 ms
 
 
 def test_slow_readers_keep_memory_flat(service):
@@ -232,10 +261,8 @@ def test_a_small_body_goes_the_usual_way(make_service, tmp_path):
 
 
 def test_a_file_rewritten_in_place_is_cut_never_complete(make_service, tmp_path):
-    """The pin holds as far as it can without a copy: the change is seen at the next piece
-    and the download is reset, as an aborted download by storage. Unlike the reads through
-    Python, bytes the kernel still held may already carry the new content (sendfile queues
-    page-cache pages, not copies), which is why ``download.sendfile`` is off by default."""
+    """The change is seen at the next piece and the download is reset, as an aborted download
+    by storage (bytes the kernel still held may carry the new content: the body is cut)."""
     service = make_service(SENDFILE)
     path = tmp_path / "files" / "moving.bin"
     data = os.urandom(SIZE)
@@ -265,17 +292,72 @@ def test_a_file_rewritten_in_place_is_cut_never_complete(make_service, tmp_path)
     assert "Traceback" not in service.log()
 
 
-def test_off_by_default(service, make_service):
-    """Without ``download.sendfile`` a big local body is read through Python, as always."""
-    plain = make_service()
-    workdir = plain.config_path.parent
-    (workdir / "files" / "big.bin").write_bytes(service.data)
+@pytest.mark.parametrize(
+    ("settings", "zero_copy"), [({}, 1), ({"download": {"sendfile": False}}, 0)]
+)
+def test_on_by_default_and_off_when_set(make_service, settings, zero_copy):
+    """The default sends a big local body by sendfile; ``download.sendfile: false`` reads it
+    through Python, as always."""
+    data = os.urandom(sendfile_tail(kernel_in_flight()) + 4 * MiB)
+    server = make_service(settings)
+    workdir = server.config_path.parent
+    (workdir / "files" / "big.bin").write_bytes(data)
     insert_document(workdir / "docproxy.db", "big", file_path="big.bin", name="big.bin")
     response = httpx.get(
-        f"{plain.base_url}/download/big", headers={"Authorization": f"Bearer {plain.token()}"}
+        f"{server.base_url}/download/big",
+        headers={"Authorization": f"Bearer {server.token()}"},
+        timeout=60,
     )
-    assert response.content == service.data
-    assert plain.health()["zero_copy"] == 0 and plain.health()["completed"] == 1
+    assert response.content == data
+    assert server.health()["zero_copy"] == zero_copy
+    assert server.health()["completed"] == 1
+
+
+def download_then_rewrite(service, size: int) -> tuple[bytes, bytes]:
+    """A client with room for the whole body in its socket buffers asks for it and reads
+    nothing until the server has logged it complete; then the file is rewritten in place
+    (same inode and size, new bytes, a later mtime) and the client reads. The old bytes and
+    the body received."""
+    path = service.config_path.parent / "files" / "rewritten.bin"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    insert_document(
+        service.config_path.parent / "docproxy.db", "rewritten", file_path="rewritten.bin"
+    )
+    with connect(service.port, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MiB)
+        auth = f"Authorization: Bearer {service.token()}"
+        send_all(sock, request_bytes("/download/rewritten", auth, close=True))
+        assert wait_for(lambda: "download 'rewritten' complete" in service.log())
+        with path.open("r+b") as handle:
+            handle.write(os.urandom(size))
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        received = bytearray()
+        while chunk := sock.recv(MiB):
+            received += chunk
+    return data, parse(bytes(received)).body
+
+
+def test_a_body_complete_before_an_in_place_rewrite_keeps_its_old_bytes(make_service):
+    """The kernel sends a sendfile'd page as the page cache holds it when the reader takes it,
+    not as it was when sendfile queued it. So a body's last ``sendfile_tail`` bytes, more than
+    the kernel can hold in flight, are read and checked through Python: whatever the client
+    has not taken yet when the server ends the body is a copy of the old bytes."""
+    service = make_service(SENDFILE)
+    old, body = download_then_rewrite(service, 4 * MiB)
+    assert body == old
+
+
+def test_with_the_in_flight_bytes_understated_the_rewrite_shows(make_service):
+    """The same download with ``sendfile_in_flight`` set far below what the kernel holds: most
+    of the body goes by sendfile, the server ends it complete, and the client then reads the
+    new bytes in it. This is what the tail guards against (and why the setting's default is
+    read from the kernel)."""
+    service = make_service({"download": {"sendfile": True, "sendfile_in_flight": 1}})
+    old, body = download_then_rewrite(service, 4 * MiB)
+    assert service.health()["zero_copy"] == 1
+    assert len(body) == len(old) and body != old
 
 
 def test_at_shutdown_a_running_download_finishes_and_a_stalled_one_is_reset(make_service):
