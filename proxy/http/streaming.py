@@ -121,7 +121,7 @@ class DownloadResponse(Response):
     ) -> None:
         self.chunks = chunks
         self.files = files  # offers the body as a local file, for sendfile
-        self.in_flight = in_flight  # kernel_in_flight(), or download.sendfile_tail's setting
+        self.in_flight = in_flight  # kernel_in_flight(), or download.sendfile_in_flight's setting
         self.status_code = status_code
         self.background = None
         self.stats = stats
