@@ -55,8 +55,10 @@ def test_sighup_applies_new_clients_and_keeps_a_running_download(make_service, t
     assert received.startswith(b"HTTP/1.1 200")
     rewrite(service, lambda c: c["auth"]["clients"].append(NEW_CLIENT))
     hang_up(service)
-    # Every worker: new connections land on either, and each must know the new client.
-    eventually(lambda: token_status(service, "new-client", "new-secret") == 200)
+    # Wait for every worker's reload line before asking: probing earlier would pile up refused
+    # attempts for new-client, and the failed-login limit would answer 429 after the reload.
+    eventually(lambda: service.log().count("config reloaded:") == workers)
+    # New connections land on either worker, and each must know the new client.
     assert all(token_status(service, "new-client", "new-secret") == 200 for _ in range(8))
     assert token_status(service, "test-client", CLIENT_SECRET) == 200
     while chunk := sock.recv(1 << 20):
