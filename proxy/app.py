@@ -42,8 +42,8 @@ from proxy.http.streaming import kernel_in_flight
 from proxy.limits.logins import FailedLogins
 from proxy.metrics import instruments
 from proxy.metrics.exposition import metrics_route
-from proxy.metrics.middleware import RequestMetrics
-from proxy.metrics.workers import worker_exits
+from proxy.metrics.middleware import AnswerCounter
+from proxy.metrics.workers import worker_exits, worker_starts
 from proxy.runtime.logging import configure_logging
 from proxy.state.limits import CallerBudget
 from proxy.state.registry import state_store
@@ -217,6 +217,8 @@ def create_app(settings: Settings) -> Starlette:
                 problem,
             )
         await revocations.start()
+        if (metered := instruments.active()) is not None:
+            worker_starts(metered)  # with several workers, the timed flush of this one's counts
         hangup = _on_signal(signal.SIGHUP, on_hangup)
         logger.info("docproxy ready: config %s", settings.source)
         try:
@@ -233,14 +235,16 @@ def create_app(settings: Settings) -> Starlette:
     routes = endpoints.routes() + health_routes(readiness, stats)
     if settings.metrics.enabled and settings.metrics.port is None:
         routes.append(metrics_route())
-    middleware = [
-        Middleware(QuietStartupFailure),
-        Middleware(RequestIdMiddleware),  # outside CORS: a preflight's answer has an id too
-        *cors_middleware(settings.cors),
-    ]
+    counter = None
     if settings.metrics.enabled:
         templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
-        middleware.append(Middleware(RequestMetrics, routes=templates))
+        counter = AnswerCounter(templates)
+    middleware = [
+        Middleware(QuietStartupFailure),
+        # Outside CORS: a preflight's answer has an id too, and is counted.
+        Middleware(RequestIdMiddleware, on_answered=counter),
+        *cors_middleware(settings.cors),
+    ]
     app = Starlette(
         routes=routes,
         middleware=middleware,

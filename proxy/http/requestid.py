@@ -1,12 +1,16 @@
 """The request id: taken from ``X-Request-ID`` when it is 1-128 letters, digits, ``.``, ``_``
 or ``-``, else made here; echoed on the response and named by every log line of the request
-(``proxy.runtime.logging.REQUEST_ID``), uvicorn's access line included."""
+(``proxy.runtime.logging.REQUEST_ID``), uvicorn's access line included.
+
+Being the outermost layer that sees every answer start, it also hands each answer's status to
+``on_answered`` (the metrics' count) when one is given."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,8 +50,11 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, on_answered: Callable[[Scope, int], None] | None = None
+    ) -> None:
         self.app = app
+        self.on_answered = on_answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,10 +63,26 @@ class RequestIdMiddleware:
         rid = request_id(scope["headers"])
         REQUEST_ID.set(rid)  # each request runs in a task (a context) of its own
         echoed = (HEADER, rid.encode("ascii"))
+        on_answered = self.on_answered
+        if on_answered is None:
 
-        async def send_with_id(message: Message) -> None:
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), echoed]
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)
+            return
+        status = 500  # an exception that escapes is a 500 (or a reset)
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            on_answered(scope, status)

@@ -1,43 +1,40 @@
 """Counts every answer by route and status: the route is the matched path template (``/download/
-{document_id:path}``), ``unmatched`` for a path no route has, so ids never become labels.
+{document_id:path}``), ``preflight`` for a CORS preflight the CORS layer answered, ``unmatched``
+for a path no route has, so ids never become labels.
 
-With several workers, it also starts the worker's timed flush of its counts (``proxy.metrics.
-workers.worker_starts``) when the application's lifespan starts, on the worker's event loop."""
+The count is taken by the request's outermost layer (``proxy.http.requestid``), which already
+sees each answer's start: a layer of its own would cost every request a coroutine and a wrapped
+``send``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from proxy.metrics.instruments import active
-from proxy.metrics.workers import worker_starts
 
 UNMATCHED = "unmatched"
+PREFLIGHT = "preflight"
 
 
-class RequestMetrics:
-    def __init__(self, app: ASGIApp, routes: Mapping[object, str]) -> None:
-        self.app = app
+class AnswerCounter:
+    """``counter(scope, status)``: one answer counted, once the request is over."""
+
+    def __init__(self, routes: Mapping[object, str]) -> None:
         self.routes = routes  # endpoint -> its path template (the router sets scope["endpoint"])
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, status: int) -> None:
         instruments = active()
-        if scope["type"] != "http" or instruments is None:
-            if scope["type"] == "lifespan" and instruments is not None:
-                worker_starts(instruments)
-            await self.app(scope, receive, send)
+        if instruments is None:
             return
-        status = 500  # an exception that escapes is a 500 (or a reset)
+        route = self.routes.get(scope.get("endpoint"))
+        if route is None:
+            route = PREFLIGHT if _is_preflight(scope) else UNMATCHED
+        instruments.answered(route, status)
 
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
 
-        try:
-            await self.app(scope, receive, send_counted)
-        finally:
-            route = self.routes.get(scope.get("endpoint"), UNMATCHED)
-            instruments.answered(route, status)
+def _is_preflight(scope: Scope) -> bool:
+    return scope["method"] == "OPTIONS" and any(
+        name == b"access-control-request-method" for name, _ in scope["headers"]
+    )

@@ -120,3 +120,21 @@ def test_metrics_on_a_separate_port_only(make_service, tmp_path):
 def test_metrics_off(make_service):
     service = make_service({"metrics": {"enabled": False}})
     assert httpx.get(f"{service.base_url}/metrics").status_code == 404
+
+
+def test_a_preflight_and_an_unknown_path_are_counted_without_their_path(make_service):
+    service = make_service({"cors": {"allow_origins": ["https://app.example"]}})
+    preflight = httpx.options(
+        f"{service.base_url}/download/some-id",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert httpx.get(f"{service.base_url}/no/such/path").status_code == 404
+    found = samples(f"{service.base_url}/metrics")
+    assert value(found, "docproxy_requests_total", route="preflight", status="200") == 1
+    assert value(found, "docproxy_requests_total", route="unmatched", status="404") == 1
+    assert not any("some-id" in str(labels) or "such" in str(labels) for _, labels in found)
