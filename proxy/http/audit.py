@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from proxy.auth.tokens import Caller
-from proxy.runtime.logging import JsonFormatter, json_line, json_line_bytes
+from proxy.runtime.logging import HELD_LINES, JsonFormatter, json_line, json_line_bytes
 from proxy.runtime.redaction import VETTED, RedactingFilter
 
 audit_logger = logging.getLogger("docproxy.audit")
@@ -107,14 +107,18 @@ def _write_directly(event: str, fields: dict[str, Any]) -> bool:
         return False
     stream = handler.stream
     raw = _utf8_bytes_of(stream)
+    if raw is not None:
+        line = json_line_bytes(time.time(), "INFO", audit_logger.name, event, fields)
+        if HELD_LINES.hold(raw, line):  # written at the end of this pass of the event loop
+            return True
     with handler.lock:  # type: ignore[union-attr]
         try:
             if raw is None:
-                line = json_line(time.time(), "INFO", audit_logger.name, event, fields)
-                stream.write(line + "\n")
+                text = json_line(time.time(), "INFO", audit_logger.name, event, fields)
+                stream.write(text + "\n")
                 stream.flush()  # as StreamHandler.flush, which would take the held lock again
             else:
-                raw.write(json_line_bytes(time.time(), "INFO", audit_logger.name, event, fields))
+                raw.write(line)
                 raw.flush()
         except Exception:  # as StreamHandler.emit: a broken stderr must not fail downloads
             record = logging.LogRecord(audit_logger.name, logging.INFO, "", 0, event, (), None)

@@ -3,9 +3,12 @@ as one JSON object per line (``server.log_format``), uvicorn's lines included.""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import json
 import logging
+import threading
 import time
 from contextvars import ContextVar
 from types import ModuleType
@@ -73,16 +76,73 @@ def json_line_bytes(
 def _line(
     created: float, level: str, name: str, event: str, fields: dict[str, Any] | None
 ) -> dict[str, Any]:
-    line: dict[str, Any] = {
+    return {
         "time": _utc(created),
         "level": level,
         "logger": name,
         "event": event,
         "request_id": REQUEST_ID.get(),
+        **(fields or {}),
     }
-    if fields:
-        line.update(fields)
-    return line
+
+
+class HeldLines:
+    """Lines held to the end of the event loop's pass that made them, then written in one call:
+    under load one pass answers many requests, and every write costs a system call and the
+    file system's work. docproxy's own handler (``OrderedStreamHandler``) writes what is held
+    before a line of its own, so its lines and these stay in order."""
+
+    def __init__(self) -> None:
+        self._lines: list[bytes] = []
+        self._stream: Any = None
+        self._lock = threading.Lock()  # a line may be logged from another thread
+        self._at_exit = False
+
+    def hold(self, stream: Any, line: bytes) -> bool:
+        """Hold ``line`` for the byte ``stream``; False outside a running event loop (the
+        caller writes it at once)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        with self._lock:
+            if self._stream is not stream:
+                self._write_held()
+                self._stream = stream
+            self._lines.append(line)
+            first = len(self._lines) == 1
+        if first:
+            loop.call_soon(self.write)
+            if not self._at_exit:  # a worker that exits between passes loses nothing
+                atexit.register(self.write)
+                self._at_exit = True
+        return True
+
+    def write(self) -> None:
+        """Write every held line now."""
+        if self._lines:
+            with self._lock:
+                self._write_held()
+
+    def _write_held(self) -> None:
+        lines, self._lines = self._lines, []
+        if lines:
+            try:
+                self._stream.write(b"".join(lines))
+                self._stream.flush()
+            except Exception:  # as StreamHandler.emit: a broken stderr must not fail downloads
+                pass
+
+
+HELD_LINES = HeldLines()
+
+
+class OrderedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """docproxy's stderr handler: the held lines go out before each line of its own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        HELD_LINES.write()
+        super().emit(record)
 
 
 @functools.cache
@@ -132,7 +192,7 @@ def configure_logging(level: str, log_format: str = "text") -> logging.StreamHan
     """
     made = None
     if not logger.handlers:
-        made = logging.StreamHandler()
+        made = OrderedStreamHandler()
         logger.addHandler(made)
         logger.propagate = False
     for handler in logger.handlers:

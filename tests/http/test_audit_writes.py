@@ -1,16 +1,18 @@
 """How a JSON audit event reaches stderr: orjson's bytes written under the text stream when it
-writes through (as stderr does), in order with the text written around it; else as text."""
+writes through (as stderr does), in order with the text written around it; else as text. On a
+running event loop, the events of one pass are written together at its end, and docproxy's own
+lines still follow the events made before them."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import logging
 
 import pytest
 
 from proxy.http import audit
-from proxy.runtime.logging import JsonFormatter, logger
+from proxy.runtime.logging import JsonFormatter, OrderedStreamHandler, logger
 
 
 class Writes(io.RawIOBase):
@@ -32,7 +34,7 @@ def use_stream():
     saved = logger.handlers, logger.propagate, audit._handler, audit._alone, audit._as_json
 
     def use(stream) -> None:
-        handler = logging.StreamHandler(stream)
+        handler = OrderedStreamHandler(stream)
         handler.setFormatter(JsonFormatter())
         logger.handlers, logger.propagate = [handler], False
         audit.enable(True, "json", handler)
@@ -66,3 +68,35 @@ def test_a_stream_that_holds_text_back_is_written_as_text(use_stream):
     audit.record("presign", "presigned URL", {"document": "b"})
     lines = stream.getvalue().splitlines()
     assert [json.loads(line)["document"] for line in lines] == ["a", "b"]
+
+
+def test_on_the_event_loop_a_pass_writes_its_events_once_and_in_order(use_stream):
+    raw = Writes()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    use_stream(stream)
+
+    async def one_pass() -> list[bytes]:
+        audit.record("presign", "presigned URL", {"document": "a"})
+        audit.record("presign", "presigned URL", {"document": "b"})
+        held = list(raw.writes)
+        await asyncio.sleep(0)  # the pass ends: what it held is written
+        return held
+
+    assert asyncio.run(one_pass()) == []
+    assert len(raw.writes) == 1
+    assert [json.loads(line)["document"] for line in raw.writes[0].splitlines()] == ["a", "b"]
+
+    async def with_a_line_between() -> None:
+        audit.record("presign", "presigned URL", {"document": "c"})
+        logger.warning("a line of docproxy's own")
+        audit.record("presign", "presigned URL", {"document": "d"})
+        await asyncio.sleep(0)
+
+    raw.writes.clear()
+    asyncio.run(with_a_line_between())
+    lines = [json.loads(line) for write in raw.writes for line in write.splitlines()]
+    assert [line.get("document") or line["event"] for line in lines] == [
+        "c",
+        "a line of docproxy's own",
+        "d",
+    ]
