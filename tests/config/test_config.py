@@ -211,7 +211,7 @@ BAD_CONFIG = {
             "cloud": {"protocol": "ftp"},
         },
     },
-    "download": {"sniff_bytes": -1, "extra": 1},
+    "download": {"sniff_bytes": -1, "sendfile_in_flight": "plenty", "extra": 1},
 }
 EXPECTED_PROBLEMS = [
     "servr: unknown key",
@@ -239,6 +239,7 @@ EXPECTED_PROBLEMS = [
     "storage.backends.cloud.protocol: must be one of ",
     "storage.default: names no backend under storage.backends (got 'nowhere')",
     "download.sniff_bytes: must be at least 0 (got -1)",
+    "download.sendfile_in_flight: must be a byte size such as 1048576 or '1MiB' (got 'plenty')",
     "download.extra: unknown key",
 ]
 
