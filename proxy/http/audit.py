@@ -18,6 +18,7 @@ from proxy.runtime.redaction import VETTED, RedactingFilter
 
 audit_logger = logging.getLogger("docproxy.audit")
 _as_json = False
+_on = False  # server.audit_log, kept here: asked on every request
 _handler: logging.StreamHandler | None = None  # type: ignore[type-arg]
 _alone: list[logging.Handler] = []  # [_handler]: the handlers an event may reach to be written
 _vetted: list[Any] = []  # the handler's filters when all were last found credential filters
@@ -30,15 +31,16 @@ def enable(
 ) -> None:
     """Events are written only when ``server.audit_log`` is on (a level check when off).
     ``handler``: docproxy's own stderr handler, which JSON events are written to directly."""
-    global _as_json, _handler, _alone
+    global _as_json, _handler, _alone, _on
     audit_logger.setLevel(logging.INFO if on else logging.WARNING)
+    _on = on
     _as_json = log_format == "json"
     if handler is not None:
         _handler, _alone = handler, [handler]
 
 
 def enabled() -> bool:
-    return audit_logger.isEnabledFor(logging.INFO)
+    return _on
 
 
 def caller_fields(caller: Caller | None, document: str, remote: str | None) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def _write_directly(event: str, fields: dict[str, Any]) -> bool:
     ):
         return False
     stream = handler.stream
-    raw = _utf8_bytes_of(stream)
+    raw = _binary[1] if _binary[0] is stream else _utf8_bytes_of(stream)
     if raw is not None:
         line = json_line_bytes(time.time(), "INFO", audit_logger.name, event, fields)
         if HELD_LINES.hold(raw, line):  # written at the end of this pass of the event loop

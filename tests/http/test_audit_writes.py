@@ -1,6 +1,6 @@
 """How a JSON audit event reaches stderr: orjson's bytes written under the text stream when it
 writes through (as stderr does), in order with the text written around it; else as text. On a
-running event loop, the events of one pass are written together at its end, and docproxy's own
+running event loop, events are held a few milliseconds and written together, and docproxy's own
 lines still follow the events made before them."""
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import json
 import pytest
 
 from proxy.http import audit
-from proxy.runtime.logging import JsonFormatter, OrderedStreamHandler, logger
+from proxy.runtime.logging import (
+    HOLD_SECONDS,
+    HeldLines,
+    JsonFormatter,
+    OrderedStreamHandler,
+    logger,
+)
 
 
 class Writes(io.RawIOBase):
@@ -70,19 +76,20 @@ def test_a_stream_that_holds_text_back_is_written_as_text(use_stream):
     assert [json.loads(line)["document"] for line in lines] == ["a", "b"]
 
 
-def test_on_the_event_loop_a_pass_writes_its_events_once_and_in_order(use_stream):
+def test_on_the_event_loop_events_are_held_then_written_at_once_and_in_order(use_stream):
     raw = Writes()
     stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
     use_stream(stream)
 
-    async def one_pass() -> list[bytes]:
+    async def two_events() -> list[bytes]:
         audit.record("presign", "presigned URL", {"document": "a"})
+        await asyncio.sleep(0)
         audit.record("presign", "presigned URL", {"document": "b"})
         held = list(raw.writes)
-        await asyncio.sleep(0)  # the pass ends: what it held is written
+        await asyncio.sleep(HOLD_SECONDS * 4)
         return held
 
-    assert asyncio.run(one_pass()) == []
+    assert asyncio.run(two_events()) == []
     assert len(raw.writes) == 1
     assert [json.loads(line)["document"] for line in raw.writes[0].splitlines()] == ["a", "b"]
 
@@ -90,7 +97,7 @@ def test_on_the_event_loop_a_pass_writes_its_events_once_and_in_order(use_stream
         audit.record("presign", "presigned URL", {"document": "c"})
         logger.warning("a line of docproxy's own")
         audit.record("presign", "presigned URL", {"document": "d"})
-        await asyncio.sleep(0)
+        await asyncio.sleep(HOLD_SECONDS * 4)
 
     raw.writes.clear()
     asyncio.run(with_a_line_between())
@@ -100,3 +107,21 @@ def test_on_the_event_loop_a_pass_writes_its_events_once_and_in_order(use_stream
         "a line of docproxy's own",
         "d",
     ]
+
+
+def test_held_lines_go_out_at_once_when_enough_are_held():
+    raw = Writes()
+    held = HeldLines(seconds=60, most=3)
+
+    async def four_lines() -> list[int]:
+        seen = []
+        for n in range(4):
+            held.hold(raw, b"%d\n" % n)
+            seen.append(len(raw.writes))
+        return seen
+
+    assert asyncio.run(four_lines()) == [0, 0, 1, 1]  # the third line wrote all three
+    assert raw.writes == [b"0\n1\n2\n"]
+    held.write()  # as at a worker's exit
+    assert raw.writes == [b"0\n1\n2\n", b"3\n"]
+    assert held.hold(raw, b"4\n") is False  # no event loop: the caller writes it itself
