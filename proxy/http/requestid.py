@@ -63,19 +63,9 @@ class RequestIdMiddleware:
         rid = request_id(scope["headers"])
         REQUEST_ID.set(rid)  # each request runs in a task (a context) of its own
         echoed = (HEADER, rid.encode("ascii"))
-        on_answered = self.on_answered
-        if on_answered is None:
-
-            async def send_with_id(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    message["headers"] = [*message.get("headers", ()), echoed]
-                await send(message)
-
-            await self.app(scope, receive, send_with_id)
-            return
         status = 500  # an exception that escapes is a 500 (or a reset)
 
-        async def send_counted(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -83,6 +73,7 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_counted)
+            await self.app(scope, receive, send_with_id)
         finally:
-            on_answered(scope, status)
+            if self.on_answered is not None:
+                self.on_answered(scope, status)
