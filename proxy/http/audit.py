@@ -29,7 +29,7 @@ def enable(
     log_format: str = "text",
     handler: logging.StreamHandler | None = None,  # type: ignore[type-arg]
 ) -> None:
-    """Events are written only when ``server.audit_log`` is on (a level check when off).
+    """Events are written only when ``server.audit_log`` is on (a flag asked when off).
     ``handler``: docproxy's own stderr handler, which JSON events are written to directly."""
     global _as_json, _handler, _alone, _on
     audit_logger.setLevel(logging.INFO if on else logging.WARNING)
@@ -108,10 +108,10 @@ def _write_directly(event: str, fields: dict[str, Any]) -> bool:
     ):
         return False
     stream = handler.stream
-    raw = _binary[1] if _binary[0] is stream else _utf8_bytes_of(stream)
+    raw = _utf8_bytes_of(stream)
     if raw is not None:
         line = json_line_bytes(time.time(), "INFO", audit_logger.name, event, fields)
-        if HELD_LINES.hold(raw, line):  # written at the end of this pass of the event loop
+        if HELD_LINES.hold(raw, line):  # written with the others held, within milliseconds
             return True
     with handler.lock:  # type: ignore[union-attr]
         try:
