@@ -224,11 +224,15 @@ class Instruments:
     # (a histogram's bounds are the module's own tuples, equal to the library's).
 
     def answered(self, route: str, status: int) -> None:
+        self.tally_of_answers(route, status).total += 1
+
+    def tally_of_answers(self, route: str, status: int) -> Tally:
+        """The running total of ``route``'s answers with ``status``."""
         try:
-            self._answered[route, status].total += 1
+            return self._answered[route, status]
         except KeyError:
-            self._answered[route, status] = self._tally(self.requests, route, str(status))
-            self._answered[route, status].total += 1
+            found = self._answered[route, status] = self._tally(self.requests, route, str(status))
+            return found
 
     def download_ended(self, backend: str, outcome: str, sent: int, seconds: float) -> None:
         try:

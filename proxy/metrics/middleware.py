@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from starlette.types import Scope
 
-from proxy.metrics.instruments import active
+from proxy.metrics.instruments import Tally, active
 
 UNMATCHED = "unmatched"
 PREFLIGHT = "preflight"
@@ -23,14 +23,24 @@ class AnswerCounter:
 
     def __init__(self, routes: Mapping[object, str]) -> None:
         self.routes = routes  # endpoint -> its path template (the router sets scope["endpoint"])
+        # (endpoint, status) -> its running total: one look-up per answer of a route.
+        self._tallies: dict[tuple[object, int], Tally] = {}
 
     def __call__(self, scope: Scope, status: int) -> None:
         instruments = active()
         if instruments is None:
             return
-        route = self.routes.get(scope.get("endpoint"))
+        endpoint = scope.get("endpoint")
+        try:
+            self._tallies[endpoint, status].total += 1
+            return
+        except KeyError:
+            pass
+        route = self.routes.get(endpoint)
         if route is None:
             route = PREFLIGHT if _is_preflight(scope) else UNMATCHED
+        else:  # a route's answers are counted by their tally from now on
+            self._tallies[endpoint, status] = instruments.tally_of_answers(route, status)
         instruments.answered(route, status)
 
 
