@@ -67,43 +67,7 @@ def json_line(
     request_id: str | None,
 ) -> str:
     """One log line as JSON (without its newline): what ``JsonFormatter`` writes."""
-    line = _line(created, level, name, event, fields, request_id)
-    # orjson: a line costs a sixth of the standard library's encoder, on every audited request.
-    encoder = _orjson()
-    try:
-        return encoder.dumps(line, default=str).decode()
-    except encoder.JSONEncodeError:  # what orjson refuses (an integer beyond 64 bits): as text
-        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
-
-
-def json_line_bytes(
-    created: float,
-    level: str,
-    name: str,
-    event: str,
-    fields: dict[str, Any] | None,
-    request_id: str | None,
-) -> bytes:
-    """``json_line`` in UTF-8 with its newline, for a binary stream: no decoding of orjson's
-    bytes into text that the text stream would encode again."""
-    line = _line(created, level, name, event, fields, request_id)
-    encoder = _orjson()
-    try:
-        return encoder.dumps(line, default=str, option=encoder.OPT_APPEND_NEWLINE)
-    except encoder.JSONEncodeError:
-        text = json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
-        return (text + "\n").encode("utf-8", "backslashreplace")
-
-
-def _line(
-    created: float,
-    level: str,
-    name: str,
-    event: str,
-    fields: dict[str, Any] | None,
-    request_id: str | None,
-) -> dict[str, Any]:
-    return {
+    line = {
         "time": _utc(created),
         "level": level,
         "logger": name,
@@ -111,6 +75,12 @@ def _line(
         "request_id": request_id,
         **(fields or {}),
     }
+    # orjson: a line costs a sixth of the standard library's encoder, on every audited request.
+    encoder = _orjson()
+    try:
+        return encoder.dumps(line, default=str).decode()
+    except encoder.JSONEncodeError:  # what orjson refuses (an integer beyond 64 bits): as text
+        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 # A held event: when it was made, the request that made it, its name and its fields.
@@ -244,7 +214,7 @@ class HeldEvents:
 
 
 def _encoded(name: str, events: list[Held]) -> bytes:
-    """The INFO lines of ``events`` as ``json_line_bytes`` makes them, its steps written out
+    """The INFO lines of ``events`` in UTF-8, as ``json_line`` makes them, its steps written out
     in one loop (the line of each request goes through here)."""
     encoder = _orjson()
     dumps, option = encoder.dumps, encoder.OPT_APPEND_NEWLINE
@@ -266,8 +236,9 @@ def _encoded(name: str, events: list[Held]) -> bytes:
                 for created, request_id, event, fields in events
             ]
         )
-    except encoder.JSONEncodeError:  # one line orjson refuses: each on its own
-        return b"".join([json_line_bytes(t, "INFO", name, e, f, r) for t, r, e, f in events])
+    except encoder.JSONEncodeError:  # a line orjson refuses: each as JsonFormatter writes it
+        lines = [json_line(t, "INFO", name, e, f, r) + "\n" for t, r, e, f in events]
+        return "".join(lines).encode("utf-8", "backslashreplace")
 
 
 _HELD: list[HeldEvents] = []  # every logger's held events, written before docproxy's own lines
