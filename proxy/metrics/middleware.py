@@ -38,10 +38,11 @@ class AnswerCounter:
             pass
         route = self.routes.get(endpoint)
         if route is None:
-            route = PREFLIGHT if _is_preflight(scope) else UNMATCHED
-        else:  # a route's answers are counted by their tally from now on
-            self._tallies[endpoint, status] = instruments.tally_of_answers(route, status)
-        instruments.answered(route, status)
+            instruments.answered(PREFLIGHT if _is_preflight(scope) else UNMATCHED, status)
+            return
+        # A route's answers with this status are counted by their tally from now on.
+        tally = self._tallies[endpoint, status] = instruments.tally_of_answers(route, status)
+        tally.total += 1
 
 
 def _is_preflight(scope: Scope) -> bool:

@@ -162,8 +162,7 @@ class HeldEvents:
                     raw.write(_encoded(name, events))
                     raw.flush()
                 else:
-                    lines = [json_line(t, "INFO", name, e, f, r) + "\n" for t, r, e, f in events]
-                    stream.write("".join(lines))
+                    stream.write(_as_text(name, events))
                     stream.flush()  # as StreamHandler.flush, which would take the held lock again
             except Exception:  # as StreamHandler.emit: a broken stderr must not fail downloads
                 record = logging.LogRecord(name, logging.INFO, "", 0, events[0][2], (), None)
@@ -237,8 +236,12 @@ def _encoded(name: str, events: list[Held]) -> bytes:
             ]
         )
     except encoder.JSONEncodeError:  # a line orjson refuses: each as JsonFormatter writes it
-        lines = [json_line(t, "INFO", name, e, f, r) + "\n" for t, r, e, f in events]
-        return "".join(lines).encode("utf-8", "backslashreplace")
+        return _as_text(name, events).encode("utf-8", "backslashreplace")
+
+
+def _as_text(name: str, events: list[Held]) -> str:
+    """The INFO lines of ``events``, each as ``JsonFormatter`` writes it, with its newline."""
+    return "".join([json_line(t, "INFO", name, e, f, r) + "\n" for t, r, e, f in events])
 
 
 _HELD: list[HeldEvents] = []  # every logger's held events, written before docproxy's own lines
